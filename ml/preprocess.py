@@ -1,0 +1,180 @@
+"""The one canonical preprocessing: any drawing -> what the model sees.
+
+Serving runs every submitted image through `preprocess_bytes`; training runs every collected drawing
+through the same function and every 28x28 image (MNIST's included) through `to_model_input`, so the
+model sees in production exactly what it saw in training.
+
+The steps are MNIST's own: grayscale, ink as white on black, crop to the ink's bounding box, scale
+the longer side to 20 px keeping the aspect ratio (antialiased), place in 28x28 so that the centre of
+mass sits at the centre, normalise with MNIST's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+CANVAS = 28
+DIGIT_BOX = 20
+# MNIST's digits have their centre of mass at (14.0, 14.0) in pixel-index coordinates
+# (measured over the 60,000 training images).
+CENTRE = 14.0
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_PIXELS = int(os.environ.get("PREPROCESS_MAX_PIXELS", 4096 * 4096))
+MAX_SIDE = int(os.environ.get("PREPROCESS_MAX_SIDE", 8192))
+
+# Ink is whatever differs from the background by more than this share of full scale; below it is
+# paper grain, JPEG noise or antialiasing fuzz.
+INK_THRESHOLD = 0.2
+# A drawing whose ink fits in a box smaller than this share of the image's longer side is a speck.
+MIN_INK_EXTENT = 0.02
+MIN_INK_PIXELS = 4
+
+
+class PreprocessError(ValueError):
+    """Base for every input the preprocessing refuses; `code` is stable for API clients."""
+
+    code = "invalid_image"
+
+
+class InvalidImage(PreprocessError):
+    code = "invalid_image"
+
+
+class ImageTooLarge(PreprocessError):
+    code = "image_too_large"
+
+
+class EmptyDrawing(PreprocessError):
+    code = "empty_drawing"
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    tensor: torch.Tensor  # 1 x 28 x 28 float32, normalised: the model's input
+    image: np.ndarray  # 28 x 28 uint8, white ink on black: what the model saw, to store and show
+
+
+def preprocess_bytes(data: bytes) -> Preprocessed:
+    """Decode a PNG, JPEG or WebP drawing and turn it into the model's input."""
+    ink = decode_ink(data)
+    return preprocess_ink(ink)
+
+
+def preprocess_array(pixels: np.ndarray) -> Preprocessed:
+    """The same pipeline for a grayscale array (a 28x28 MNIST digit or any drawing as numbers)."""
+    if pixels.ndim != 2 or min(pixels.shape) < 1:
+        raise InvalidImage(f"expected a 2-D grayscale array, got shape {pixels.shape}")
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        raise ImageTooLarge(f"{pixels.shape[1]}x{pixels.shape[0]} is over {MAX_PIXELS} pixels")
+    gray = pixels.astype(np.float32)
+    if gray.max() > 1.0:
+        gray = gray / 255.0
+    return preprocess_ink(_ink_from_gray(gray))
+
+
+def decode_ink(data: bytes) -> np.ndarray:
+    """Decode image bytes to an ink map in [0, 1] (1 = full ink), whatever the polarity or alpha."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns before it refuses; our own limit below speaks first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            width, height = image.size
+            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+                raise ImageTooLarge(
+                    f"{width}x{height} is over the limit of {MAX_PIXELS} pixels "
+                    f"or {MAX_SIDE} px a side"
+                )
+            image.load()
+    except PreprocessError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImage("not a PNG, JPEG or WebP image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"the image could not be decoded: {exc}") from exc
+
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3]
+        # A canvas with a transparent background: the paint is where alpha is, whatever its colour.
+        if alpha.min() < 0.99:
+            return alpha
+        gray = np.asarray(image.convert("RGBA").convert("L"), dtype=np.float32) / 255.0
+    else:
+        gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    return _ink_from_gray(gray)
+
+
+def _ink_from_gray(gray: np.ndarray) -> np.ndarray:
+    """Light-on-dark or dark-on-light to ink in [0, 1], the background taken from the border."""
+    border = np.concatenate([gray[0, :], gray[-1, :], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    if background > 0.5:
+        ink = background - gray
+    else:
+        ink = gray - background
+    scale = max(background, 1.0 - background)
+    return np.clip(ink / scale, 0.0, 1.0)
+
+
+def preprocess_ink(ink: np.ndarray) -> Preprocessed:
+    """Crop, scale to a 20 px box, centre by mass in 28x28, normalise."""
+    mask = ink > INK_THRESHOLD
+    if mask.sum() < MIN_INK_PIXELS:
+        raise EmptyDrawing("the drawing is blank")
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if max(bottom - top, right - left) < MIN_INK_EXTENT * max(ink.shape):
+        raise EmptyDrawing("the drawing is only a speck")
+
+    crop = np.where(ink[top:bottom, left:right] > INK_THRESHOLD / 2, ink[top:bottom, left:right], 0)
+    height, width = crop.shape
+    scale = DIGIT_BOX / max(height, width)
+    new_w = max(1, round(width * scale))
+    new_h = max(1, round(height * scale))
+    # Pillow's resampling filters widen with the scale factor, so downscaling is antialiased.
+    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(
+        (new_w, new_h), Image.Resampling.BILINEAR
+    )
+    digit = np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
+    peak = digit.max()
+    if peak <= 0:
+        raise EmptyDrawing("the drawing is blank")
+    digit /= peak
+
+    ys, xs = np.mgrid[0:new_h, 0:new_w]
+    mass = digit.sum()
+    com_y = float((digit * ys).sum() / mass)
+    com_x = float((digit * xs).sum() / mass)
+    # Integer placement, as MNIST did; a digit may not be pushed out of the frame.
+    off_y = int(np.clip(round(CENTRE - com_y), 0, CANVAS - new_h))
+    off_x = int(np.clip(round(CENTRE - com_x), 0, CANVAS - new_w))
+    frame = np.zeros((CANVAS, CANVAS), dtype=np.float32)
+    frame[off_y : off_y + new_h, off_x : off_x + new_w] = digit
+
+    image = np.round(frame * 255.0).astype(np.uint8)
+    return Preprocessed(tensor=to_model_input(image)[0], image=image)
+
+
+def to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 28x28 images (H x W or N x H x W) -> normalised N x 1 x 28 x 28 float32."""
+    batch = torch.tensor(np.asarray(images))
+    if batch.ndim == 2:
+        batch = batch.unsqueeze(0)
+    batch = batch.to(torch.float32).div_(255.0).unsqueeze(1)
+    return (batch - MNIST_MEAN) / MNIST_STD

@@ -1,0 +1,212 @@
+"""Train the digit network on MNIST (plus, optionally, collected drawings) and write a model card.
+
+    python -m ml.train                          # the shipped recipe -> ml/digit_model.pth + .json
+    python -m ml.train --epochs 1 --limit 2000  # a smoke run
+    python -m ml.train --extra drawings.npz --init ml/digit_model.pth --epochs 3   # fine-tune
+
+Validation is a seeded slice of the training split; the test split is read once, at the end, for
+the model card (skip it with --no-test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from ml.augment import AugmentConfig, augment
+from ml.checkpoint import load_checkpoint, save_checkpoint
+from ml.data import Split, checksums, load_extra, load_split, train_val_split
+from ml.evaluate import DEFAULT_WEIGHTS, evaluate_images
+from ml.model import DigitNet, parameter_count
+from ml.preprocess import MNIST_MEAN, MNIST_STD
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3  # OneCycle peak
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.05
+    ema_decay: float = 0.999
+    val_size: int = 5000
+    seed: int = 1
+    limit: int | None = None  # train on the first N training images only (smoke runs)
+    extra: Path | None = None  # .npz of extra labelled 28x28 drawings
+    extra_weight: int = 1  # how many times each extra drawing is seen per epoch
+    init: Path | None = None  # start from these weights (fine-tuning)
+    out: Path = DEFAULT_WEIGHTS
+    evaluate_test: bool = True
+    threads: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+ProgressCallback = Callable[[int, int, dict], None]
+
+
+def card_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def train(
+    config: TrainConfig,
+    progress: ProgressCallback | None = None,
+    extra: Split | None = None,
+    show_bar: bool = True,
+) -> dict:
+    """Train, write the weights and the model card beside them, and return the card."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    started = time.monotonic()
+
+    full_train = load_split("train")
+    train_split, val_split = train_val_split(full_train, config.val_size, config.seed)
+    if config.limit:
+        train_split = Split(train_split.images[: config.limit], train_split.labels[: config.limit])
+    if extra is None and config.extra:
+        extra = load_extra(config.extra)
+    images, labels, n_extra = _training_set(train_split, extra, config.extra_weight)
+
+    if config.init:
+        model, _ = load_checkpoint(config.init)
+        model.train()
+    else:
+        model = DigitNet()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(labels) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+    )
+
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(labels), generator=generator)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not show_bar,
+            leave=False,
+        )
+        running = 0.0
+        for step in bar:
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = images[idx].to(torch.float32).div_(255.0).unsqueeze(1)
+            batch = (augment(batch, config.augment, generator) - MNIST_MEAN) / MNIST_STD
+            loss = F.cross_entropy(
+                model(batch), labels[idx], label_smoothing=config.label_smoothing
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            ema.update_parameters(model)
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{running:.4f}")
+        val = evaluate_images(ema.module, val_split.images, val_split.labels)["accuracy"]
+        history.append({"epoch": epoch, "loss": round(running, 4), "val_accuracy": val})
+        if show_bar:
+            tqdm.write(f"epoch {epoch}/{config.epochs}  loss {running:.4f}  val_acc {val:.4f}")
+        if progress:
+            progress(epoch, config.epochs, history[-1])
+
+    final = ema.module.eval()
+    elapsed = time.monotonic() - started
+    card = {
+        "architecture": "conv32-conv64-dense128 (ml/model.py)",
+        "parameters": parameter_count(final),
+        "epochs": config.epochs,
+        "training_seconds": round(elapsed, 1),
+        "machine": f"{platform.machine()} CPU x{torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "train_images": int(len(train_split)),
+        "extra_drawings": n_extra,
+        "val_accuracy": history[-1]["val_accuracy"] if history else None,
+        "history": history,
+        "recipe": config.describe(),
+        "data_sha256": checksums(),
+    }
+    if config.evaluate_test:
+        test = load_split("test")
+        card["test"] = evaluate_images(final, test.images, test.labels)
+        card["test_accuracy"] = card["test"]["accuracy"]
+    card["sha256"] = save_checkpoint(final, config.out, meta={"card": json.dumps(card)})
+    card_path(config.out).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def _training_set(
+    train_split: Split, extra: Split | None, extra_weight: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    images, labels = [train_split.images], [train_split.labels]
+    n_extra = 0
+    if extra is not None and len(extra):
+        n_extra = len(extra)
+        images += [extra.images] * max(1, extra_weight)
+        labels += [extra.labels] * max(1, extra_weight)
+    return (
+        torch.from_numpy(np.concatenate(images)),
+        torch.from_numpy(np.concatenate(labels)),
+        n_extra,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--extra", type=Path, help=".npz with images (N x 28 x 28 uint8) and labels")
+    p.add_argument("--extra-weight", type=int, default=defaults.extra_weight)
+    p.add_argument("--init", type=Path, help="fine-tune from these weights")
+    p.add_argument("--out", type=Path, default=defaults.out)
+    p.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--elastic-px", type=float, default=defaults.augment.elastic_px)
+    args = p.parse_args(argv)
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        limit=args.limit,
+        extra=args.extra,
+        extra_weight=args.extra_weight,
+        init=args.init,
+        out=args.out,
+        evaluate_test=not args.no_test,
+        threads=args.threads,
+        augment=AugmentConfig(elastic_px=args.elastic_px),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    card = train(parse_args(argv))
+    summary = {k: card.get(k) for k in ("test_accuracy", "val_accuracy", "training_seconds")}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
