@@ -64,7 +64,7 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
 
 
 def _stroke_width(images: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
-    """Thicken (grey dilation) or thin (grey erosion) a random share of images by a random amount."""
+    """Thicken (grey dilation) or thin (grey erosion) a random share of images, randomly."""
     n = images.shape[0]
     chosen = torch.rand(n, generator=generator) < prob
     if not chosen.any():

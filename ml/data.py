@@ -1,8 +1,8 @@
 """MNIST from the IDX files on disk (never downloaded), and the IDX format itself.
 
 The folder defaults to `../shared/datasets/mnist/` beside the project and is overridden by the
-`MNIST_DIR` environment variable. The t10k split is the test set: evaluate on it, never train, tune or
-select on it; validation comes out of the training split.
+`MNIST_DIR` environment variable. The t10k split is the test set: evaluate on it, never
+train, tune or select on it; validation comes out of the training split.
 """
 
 from __future__ import annotations

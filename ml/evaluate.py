@@ -62,9 +62,7 @@ def evaluate_drawn(
     model: DigitNet, images: np.ndarray, labels: np.ndarray, style: str
 ) -> dict[str, float | int]:
     """Re-draw each digit onto a 280x280 PNG canvas in `style`, preprocess it as served, score."""
-    inputs = torch.stack(
-        [preprocess_bytes(render_drawn(image, style)).tensor for image in images]
-    )
+    inputs = torch.stack([preprocess_bytes(render_drawn(image, style)).tensor for image in images])
     predicted = predict_probabilities(model, inputs).argmax(axis=1)
     return {"accuracy": round(float((predicted == labels).mean()), 4), "n": int(len(labels))}
 
@@ -103,7 +101,9 @@ def write_plots(model: DigitNet, images: np.ndarray, labels: np.ndarray, folder:
     draw = ImageDraw.Draw(grid)
     for k, i in enumerate(worst):
         x, y = (k % 8) * tile, (k // 8) * (tile + 16)
-        grid.paste(Image.fromarray(images[i]).resize((tile, tile), Image.Resampling.NEAREST), (x, y))
+        grid.paste(
+            Image.fromarray(images[i]).resize((tile, tile), Image.Resampling.NEAREST), (x, y)
+        )
         draw.text((x + 4, y + tile + 2), f"true {labels[i]} got {predicted[i]}", fill="black")
     grid.save(folder / "mistakes.png")
 

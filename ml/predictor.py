@@ -1,4 +1,4 @@
-"""Load the weights once and answer batches of 28x28 inputs: what the worker and the benchmarks hold."""
+"""Load the weights once and answer batches of 28x28 inputs (the worker and benchmarks hold one)."""
 
 from __future__ import annotations
 

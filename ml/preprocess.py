@@ -5,8 +5,8 @@ through the same function and every 28x28 image (MNIST's included) through `to_m
 model sees in production exactly what it saw in training.
 
 The steps are MNIST's own: grayscale, ink as white on black, crop to the ink's bounding box, scale
-the longer side to 20 px keeping the aspect ratio (antialiased), place in 28x28 so that the centre of
-mass sits at the centre, normalise with MNIST's mean and standard deviation.
+the longer side to 20 px keeping the aspect ratio (antialiased), place in 28x28 so that the
+centre of mass sits at the centre, normalise with MNIST's mean and standard deviation.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""Thin DRF views: validate, call recognizer.services, shape the answer."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle, BaseThrottle, UserRateThrottle
+
+from recognizer import services
+from recognizer.api.serializers import (
+    LabelSerializer,
+    SubmissionCreatedSerializer,
+    SubmissionCreateSerializer,
+    SubmissionSerializer,
+)
+from recognizer.models import Submission
+
+
+class SubmissionViewSet(
+    mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    queryset = Submission.objects.all()
+    serializer_class = SubmissionSerializer
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        # Creating work is throttled; polling for an answer and labelling are not.
+        if self.action == "create":
+            return [AnonRateThrottle(), UserRateThrottle()]
+        return []
+
+    @extend_schema(
+        request=SubmissionCreateSerializer,
+        responses={202: SubmissionCreatedSerializer},
+        summary="Submit a drawing (PNG, JPEG or WebP) for recognition",
+    )
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        serializer = SubmissionCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        submission = services.create_submission(
+            image=serializer.validated_data["image"],
+            strokes=serializer.validated_data.get("strokes"),
+            source=serializer.validated_data["source"],
+            owner=request.user,
+        )
+        body = SubmissionCreatedSerializer(submission, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.FLOAT,
+                description="Hold the request up to this many seconds until the answer is there.",
+            )
+        ],
+        summary="A submission's status and prediction",
+    )
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        submission = self.get_object()
+        wait = request.query_params.get("wait")
+        if wait:
+            try:
+                seconds = float(wait)
+            except ValueError:
+                raise services.SubmissionError("invalid_wait", "wait must be a number") from None
+            submission = services.wait_for_answer(submission=submission, seconds=seconds)
+        return Response(self.get_serializer(submission).data)
+
+    @extend_schema(
+        responses={(200, "image/png"): OpenApiTypes.BINARY}, summary="What the model saw"
+    )
+    @action(detail=True, url_path="input.png", url_name="input-png")
+    def input_png(self, request: Request, pk: str | None = None) -> HttpResponse:
+        submission = self.get_object()
+        if not submission.model_input:
+            raise services.SubmissionError("no_input", "no model input yet", status=404)
+        response = HttpResponse(services.model_input_png(submission), content_type="image/png")
+        response["Cache-Control"] = "public, max-age=86400, immutable"
+        return response
+
+    @extend_schema(
+        request=LabelSerializer,
+        responses={200: SubmissionSerializer},
+        summary="Say which digit it really was",
+    )
+    @action(detail=True, methods=["post"])
+    def label(self, request: Request, pk: str | None = None) -> Response:
+        submission = self.get_object()
+        serializer = LabelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        submission = services.label_submission(
+            submission=submission, correct_label=serializer.validated_data["correct_label"]
+        )
+        return Response(self.get_serializer(submission).data)
