@@ -8,14 +8,13 @@ import dataclasses
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import View
-from redis import Redis
 from health_check.backends import HealthCheck
 from health_check.contrib.redis.backends import RedisHealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
+from redis import Redis
 
 from digitsite.celery import app
-
 
 _REDIS_TIMEOUTS = {"socket_connect_timeout": 1, "socket_timeout": 1}
 
