@@ -18,14 +18,16 @@ from torchvision.transforms.functional import gaussian_blur
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    rotation_deg: float = 12.0
-    scale: float = 0.12  # +-12% size
-    aspect: float = 0.08  # +-8% width against height
-    shear: float = 0.15
-    shift_px: float = 2.0
-    elastic_px: float = 1.6  # typical displacement of the smoothed random field
-    elastic_sigma: float = 3.0
-    stroke_prob: float = 0.3  # share of images whose strokes get thicker or thinner
+    # Chosen by eye and on the validation split: stronger settings (elastic 1.6 px at sigma 3,
+    # rotation 12) made digits no person would write and cost validation accuracy.
+    rotation_deg: float = 10.0
+    scale: float = 0.10  # +-10% size
+    aspect: float = 0.05  # +-5% width against height
+    shear: float = 0.10
+    shift_px: float = 1.5
+    elastic_px: float = 0.8  # typical displacement of the smoothed random field
+    elastic_sigma: float = 4.0
+    stroke_prob: float = 0.15  # share of images whose strokes get thicker or thinner
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

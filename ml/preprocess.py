@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -106,6 +106,7 @@ def decode_ink(data: bytes) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"the image could not be decoded: {exc}") from exc
 
+    image = _upright(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
@@ -114,9 +115,21 @@ def decode_ink(data: bytes) -> np.ndarray:
         if alpha.min() < 0.99:
             return alpha
         gray = np.asarray(image.convert("RGBA").convert("L"), dtype=np.float32) / 255.0
+    elif image.mode.startswith("I;16"):
+        # Pillow's convert("L") clips 16-bit greyscale at 255 instead of scaling it.
+        gray = np.asarray(image, dtype=np.float32) / 65535.0
     else:
         gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     return _ink_from_gray(gray)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Turn a photo the way its EXIF orientation says, as browsers show it to the person."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        # Corrupt EXIF fails in many ways (struct.error, TypeError, ...); the pixels are still good.
+        return image
 
 
 def _ink_from_gray(gray: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from ml.checkpoint import load_checkpoint, save_checkpoint
 from ml.data import Split, checksums, load_extra, load_split, train_val_split
 from ml.evaluate import DEFAULT_WEIGHTS, evaluate_images
 from ml.model import DigitNet, parameter_count
+from ml.predictor import best_device
 from ml.preprocess import MNIST_MEAN, MNIST_STD
 
 
@@ -49,6 +50,7 @@ class TrainConfig:
     out: Path = DEFAULT_WEIGHTS
     evaluate_test: bool = True
     threads: int | None = None
+    device: str | None = None  # None: CUDA when available, else the CPU
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def describe(self) -> dict:
@@ -84,11 +86,12 @@ def train(
         extra = load_extra(config.extra)
     images, labels, n_extra = _training_set(train_split, extra, config.extra_weight)
 
+    device = torch.device(config.device) if config.device else best_device()
     if config.init:
-        model, _ = load_checkpoint(config.init)
+        model, _ = load_checkpoint(config.init, device)
         model.train()
     else:
-        model = DigitNet()
+        model = DigitNet().to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -113,8 +116,11 @@ def train(
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch = images[idx].to(torch.float32).div_(255.0).unsqueeze(1)
             batch = (augment(batch, config.augment, generator) - MNIST_MEAN) / MNIST_STD
+            # Augmented on the CPU (one seeded generator, the same run on any machine), then moved.
             loss = F.cross_entropy(
-                model(batch), labels[idx], label_smoothing=config.label_smoothing
+                model(batch.to(device, non_blocking=True)),
+                labels[idx].to(device, non_blocking=True),
+                label_smoothing=config.label_smoothing,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -131,14 +137,14 @@ def train(
         if progress:
             progress(epoch, config.epochs, history[-1])
 
-    final = ema.module.eval()
+    final = ema.module.eval().cpu()  # the card and the checkpoint are device-independent
     elapsed = time.monotonic() - started
     card = {
         "architecture": "conv32-conv64-dense128 (ml/model.py)",
         "parameters": parameter_count(final),
         "epochs": config.epochs,
         "training_seconds": round(elapsed, 1),
-        "machine": f"{platform.machine()} CPU x{torch.get_num_threads()} threads",
+        "machine": _machine(device),
         "torch": torch.__version__,
         "train_images": int(len(train_split)),
         "extra_drawings": n_extra,
@@ -154,6 +160,12 @@ def train(
     card["sha256"] = save_checkpoint(final, config.out, meta={"card": json.dumps(card)})
     card_path(config.out).write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU x{torch.get_num_threads()} threads"
 
 
 def _training_set(
@@ -186,6 +198,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--out", type=Path, default=defaults.out)
     p.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", help="cuda or cpu (default: CUDA when available)")
     p.add_argument("--elastic-px", type=float, default=defaults.augment.elastic_px)
     args = p.parse_args(argv)
     return TrainConfig(
@@ -200,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         out=args.out,
         evaluate_test=not args.no_test,
         threads=args.threads,
+        device=args.device,
         augment=AugmentConfig(elastic_px=args.elastic_px),
     )
 

@@ -1,0 +1,62 @@
+"""Shared fixtures for the ml/ tests: MNIST's test split, a smoke model, image encoders."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ml.data import FILES, Split, load_split, mnist_dir
+from ml.drawn import render_drawn
+from ml.train import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def requires_mnist() -> None:
+    """Skip, saying how to fix it, when the MNIST IDX files are not where ml.data looks."""
+    folder = mnist_dir()
+    if any(not (folder / name).exists() for pair in FILES.values() for name in pair):
+        pytest.skip(f"MNIST IDX files not in {folder}: set MNIST_DIR to the folder with them")
+
+
+@pytest.fixture(scope="session")
+def mnist_test(requires_mnist: None) -> Split:
+    return load_split("test")
+
+
+@pytest.fixture(scope="session")
+def smoke_weights(requires_mnist: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights from one epoch on 1,500 images: loadable, not accurate (for plumbing, not scores)."""
+    out = tmp_path_factory.mktemp("smoke") / "smoke.pth"
+    threads = torch.get_num_threads()
+    config = TrainConfig(epochs=1, limit=1500, threads=1, evaluate_test=False, out=out)
+    try:
+        train(config, show_bar=False)
+    finally:
+        # train() sets the process-wide thread count; later tests should not inherit it.
+        torch.set_num_threads(threads)
+    return out
+
+
+def encode(pixels: np.ndarray, format: str = "PNG", **options: object) -> bytes:
+    """Image bytes for a uint8 array: H x W grey, H x W x 3 RGB or H x W x 4 RGBA."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def png_bytes() -> Callable[..., bytes]:
+    """`png_bytes(array, format="PNG", **save_options)` -> encoded bytes."""
+    return encode
+
+
+@pytest.fixture(scope="session")
+def canvas(mnist_test: Split) -> np.ndarray:
+    """280 x 280 uint8, dark ink on white: the first MNIST test digit (a 7), drawn large."""
+    return np.asarray(Image.open(io.BytesIO(render_drawn(mnist_test.images[0], "large"))))

@@ -1,0 +1,51 @@
+"""A one-epoch smoke run of `python -m ml.train` on a small slice (ml/train.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ml import train
+from ml.data import FILES
+from ml.model import parameter_count
+from ml.predictor import Predictor
+
+
+def test_smoke_training_writes_loadable_weights_and_a_model_card(tmp_path, capsys, mnist_test):
+    extra = tmp_path / "drawings.npz"
+    # Stand-ins for collected drawings; the format, not the content, is what is under test.
+    drawings = np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    np.savez(extra, images=drawings, labels=np.arange(40) % 10)
+    out = tmp_path / "model.pth"
+    threads = torch.get_num_threads()
+    try:
+        train.main(
+            ["--epochs", "1", "--limit", "1500", "--threads", "1", "--no-test"]
+            + ["--extra", str(extra), "--extra-weight", "2", "--out", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary) == {"test_accuracy", "val_accuracy", "training_seconds"}
+
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["parameters"] == 421_642
+    assert card["epochs"] == 1
+    assert card["training_seconds"] > 0
+    assert card["train_images"] == 1500
+    assert card["extra_drawings"] == 40
+    assert [entry["epoch"] for entry in card["history"]] == [1]
+    assert 0 <= card["history"][0]["val_accuracy"] <= 1
+    assert sorted(card["data_sha256"]) == sorted(name for pair in FILES.values() for name in pair)
+    assert all(len(digest) == 64 for digest in card["data_sha256"].values())
+    assert "test_accuracy" not in card  # --no-test: the test split was not touched
+
+    predictor = Predictor(out, device="cpu")
+    assert predictor.sha256 == card["sha256"]
+    assert parameter_count(predictor.model) == 421_642
+    assert json.loads(predictor.meta["card"])["extra_drawings"] == 40
+    probabilities = predictor.predict_images(mnist_test.images[:8])
+    assert probabilities.shape == (8, 10)
