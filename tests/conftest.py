@@ -195,3 +195,14 @@ def live_worker(celery_worker_process: WorkerProcess, transactional_db: None) ->
     if not celery_worker_process.running:
         celery_worker_process.start()
     return celery_worker_process
+
+
+@pytest.fixture(scope="session")
+def untrained_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A loadable checkpoint of the right shape, for tests about loading rather than accuracy."""
+    from ml.checkpoint import save_checkpoint
+    from ml.model import DigitNet
+
+    path = tmp_path_factory.mktemp("weights") / "untrained.pth"
+    save_checkpoint(DigitNet(), path, meta={})
+    return path

@@ -106,5 +106,15 @@ class SubmissionSerializer(serializers.ModelSerializer):
         )
 
 
+_NOT_A_DIGIT = "correct_label must be a digit from 0 to 9"
+
+
 class LabelSerializer(serializers.Serializer):
+    # One stable code for every way a label can be wrong, so clients branch on `invalid_label`.
     correct_label = serializers.IntegerField(min_value=0, max_value=9)
+
+    def is_valid(self, *, raise_exception: bool = False) -> bool:
+        valid = super().is_valid()
+        if not valid and raise_exception:
+            raise serializers.ValidationError({"correct_label": [_NOT_A_DIGIT]}, code="invalid_label")
+        return valid

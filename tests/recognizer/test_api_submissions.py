@@ -202,7 +202,10 @@ def test_bad_label_is_400(label):
         f"/api/v1/submissions/{submission.pk}/label/", {"correct_label": label}, format="json"
     )
     assert response.status_code == 400
-    assert response.json()["message"]
+    assert response.json()["code"] == "invalid_label"
+    assert "0 to 9" in response.json()["message"]
+    submission.refresh_from_db()
+    assert submission.correct_label is None
 
 
 def test_label_before_the_answer_is_409():

@@ -1,0 +1,123 @@
+"""The submission domain without Celery: claiming, answering, failing, sweeping, labelling."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from recognizer import services
+from recognizer.models import Submission
+from tests.factories import SubmissionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class FakePredictor:
+    """Answers a fixed digit; counts calls so tests can see whether the network ran."""
+
+    version = "fake-v1"
+
+    def __init__(self, digit: int = 3) -> None:
+        self.digit = digit
+        self.calls = 0
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        probabilities = np.full((len(images), 10), 0.01, dtype=np.float32)
+        probabilities[:, self.digit] = 0.91
+        return probabilities
+
+
+def test_predict_one_writes_the_answer_back():
+    submission = SubmissionFactory(queued_at=timezone.now())
+    predictor = FakePredictor(digit=3)
+    services.predict_one(submission_id=submission.pk, predictor=predictor)
+    submission.refresh_from_db()
+    assert submission.status == "done"
+    assert submission.prediction == 3
+    assert submission.confidence == pytest.approx(0.91)
+    assert len(submission.probabilities) == 10
+    assert submission.model_version == "fake-v1"
+    assert submission.started_at is not None and submission.finished_at is not None
+
+
+def test_predict_one_on_an_answered_submission_does_not_run_the_network():
+    submission = SubmissionFactory(status="done", prediction=8, model_version="old")
+    predictor = FakePredictor(digit=3)
+    assert services.predict_one(submission_id=submission.pk, predictor=predictor) is None
+    submission.refresh_from_db()
+    assert (submission.prediction, submission.model_version, predictor.calls) == (8, "old", 0)
+
+
+def test_predict_one_on_a_deleted_submission_is_a_no_op():
+    missing = "00000000-0000-0000-0000-000000000001"
+    assert services.predict_one(submission_id=missing, predictor=FakePredictor()) is None
+
+
+def test_a_late_duplicate_cannot_overwrite_an_answer():
+    submission = SubmissionFactory(status="processing")
+    Submission.objects.filter(pk=submission.pk).update(status="done", prediction=1)
+    services.record_prediction(
+        submission=submission,
+        probabilities=np.eye(10, dtype=np.float32)[7],
+        model_version="late",
+    )
+    submission.refresh_from_db()
+    assert submission.prediction == 1
+
+
+def test_sweeper_requeues_stuck_ones_and_gives_up_after_the_attempt_limit(monkeypatch, settings):
+    sent = []
+    monkeypatch.setattr(
+        "worker.tasks.predict_submission.apply_async",
+        lambda kwargs, **_: sent.append(kwargs["submission_id"]),
+    )
+    settings.STUCK_AFTER_SECONDS = 30
+    settings.MAX_PREDICTION_ATTEMPTS = 3
+    long_ago = timezone.now() - timedelta(minutes=5)
+    stuck = SubmissionFactory(status="queued", queued_at=long_ago, attempts=1)
+    lost = SubmissionFactory(status="processing", queued_at=long_ago, attempts=1)
+    hopeless = SubmissionFactory(status="queued", queued_at=long_ago, attempts=3)
+    fresh = SubmissionFactory(status="queued", queued_at=timezone.now(), attempts=1)
+    done = SubmissionFactory(status="done", queued_at=long_ago, attempts=1)
+
+    assert services.requeue_stuck() == {"requeued": 2, "given_up": 1}
+    assert sorted(sent) == sorted([str(stuck.pk), str(lost.pk)])
+    hopeless.refresh_from_db()
+    assert (hopeless.status, hopeless.error_code) == ("failed", "gave_up")
+    for untouched in (fresh, done):
+        before = untouched.status
+        untouched.refresh_from_db()
+        assert untouched.status == before
+    lost.refresh_from_db()
+    assert (lost.status, lost.attempts) == ("queued", 2)
+
+
+def test_enqueue_with_the_broker_down_keeps_the_submission_queued(monkeypatch):
+    def unreachable(**_):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr("worker.tasks.predict_submission.apply_async", unreachable)
+    submission = SubmissionFactory(status="queued")
+    assert services.enqueue(submission_id=submission.pk) is False
+    submission.refresh_from_db()
+    assert submission.status == "queued"
+    assert submission.attempts == 1
+
+
+def test_wait_for_answer_returns_at_once_when_done(settings):
+    submission = SubmissionFactory(status="done", prediction=2)
+    started = timezone.now()
+    assert services.wait_for_answer(submission=submission, seconds=5).status == "done"
+    assert timezone.now() - started < timedelta(seconds=1)
+
+
+def test_wait_for_answer_gives_up_after_the_cap(settings):
+    settings.MAX_WAIT_SECONDS = 0.2
+    submission = SubmissionFactory(status="queued")
+    started = timezone.now()
+    assert services.wait_for_answer(submission=submission, seconds=30).status == "queued"
+    assert timezone.now() - started < timedelta(seconds=2)
