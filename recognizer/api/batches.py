@@ -1,0 +1,287 @@
+"""The batch-jobs API: token-authenticated clients send many images at once and read results.
+
+    POST   /api/v1/batches/               -> 202 the job (+ Location)
+    GET    /api/v1/batches/               the client's jobs, newest first, paginated
+    GET    /api/v1/batches/{id}/          status and progress
+    GET    /api/v1/batches/{id}/results/  {"results": [...], "next": url|null}; ?format=csv streams
+    DELETE /api/v1/batches/{id}/          cancel the items not yet scored
+
+The domain is recognizer/batches.py; this module only checks who asks and shapes the answers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.core.exceptions import TooManyFilesSent
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle, UserRateThrottle
+
+from recognizer import batches
+from recognizer.models import BatchJob, Submission
+from recognizer.services import SubmissionError
+
+# --- Serializers --------------------------------------------------------------------------------
+
+
+class BatchJobSerializer(serializers.ModelSerializer):
+    done = serializers.IntegerField(source="done_count", read_only=True)
+    failed = serializers.IntegerField(source="failed_count", read_only=True)
+    url = serializers.SerializerMethodField()
+    results_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = BatchJob
+        fields = [
+            "id",
+            "status",
+            "total",
+            "done",
+            "failed",
+            "created_at",
+            "finished_at",
+            "url",
+            "results_url",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, job: BatchJob) -> str:
+        return self.context["request"].build_absolute_uri(reverse("batch-detail", args=[job.pk]))
+
+    def get_results_url(self, job: BatchJob) -> str:
+        return self.context["request"].build_absolute_uri(reverse("batch-results", args=[job.pk]))
+
+
+class BatchImageSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, help_text="Echoed back in the results.")
+    image = serializers.CharField(help_text="A data URL or plain base64 of a PNG, JPEG or WebP.")
+
+
+class BatchJSONRequestSerializer(serializers.Serializer):
+    images = BatchImageSerializer(many=True)
+
+
+class BatchMultipartRequestSerializer(serializers.Serializer):
+    images = serializers.ListField(
+        child=serializers.FileField(), required=False, help_text="Repeated image files."
+    )
+    file = serializers.FileField(
+        required=False,
+        help_text="One ZIP of images, a .npy array or an IDX file (N x 28 x 28, maybe gzipped), "
+        "recognised by its content.",
+    )
+
+
+class BatchResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=Submission.Status.choices)
+    prediction = serializers.IntegerField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+    probabilities = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    error_code = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+class BatchResultsPageSerializer(serializers.Serializer):
+    results = BatchResultSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+
+
+# --- Renderers and pagination -------------------------------------------------------------------
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets `?format=csv` (DRF's format override) and `Accept: text/csv` select the CSV answer;
+    the results themselves are streamed by the view. Errors come out as a one-row CSV."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(
+        self, data: object, accepted_media_type: str | None = None, renderer_context: dict = None
+    ) -> bytes:
+        if isinstance(data, dict) and "code" in data:
+            message = str(data.get("message", "")).replace('"', '""')
+            return f'code,message\r\n{data["code"]},"{message}"\r\n'.encode()
+        return b""
+
+
+class BatchJSONParser(BaseParser):
+    """JSON bounded by BATCH_MAX_BYTES rather than DATA_UPLOAD_MAX_MEMORY_SIZE (the cap of a single
+    drawing's request): DRF reads a JSONParser's body through `request.body`, which applies the
+    smaller cap, so this one reads the stream itself."""
+
+    media_type = "application/json"
+
+    def parse(
+        self, stream: object, media_type: str | None = None, parser_context: dict | None = None
+    ) -> object:
+        body = stream.read(settings.BATCH_MAX_BYTES + 1) if stream is not None else b""
+        if len(body) > settings.BATCH_MAX_BYTES:
+            raise batches.too_large_error()
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error: {exc}") from exc
+
+
+class FormatFirstNegotiation(DefaultContentNegotiation):
+    """`?format=csv` picks CSV whatever the Accept header says: many clients always send
+    `Accept: application/json`, which DRF would otherwise answer with 406."""
+
+    def select_renderer(
+        self, request: Request, renderers: list, format_suffix: str | None = None
+    ) -> tuple:
+        wanted = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
+        if wanted:
+            renderer = self.filter_renderers(renderers, wanted)[0]  # 404 for an unknown format
+            return renderer, renderer.media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
+
+class BatchListPagination(PageNumberPagination):
+    def get_page_size(self, request: Request) -> int:
+        return settings.BATCH_LIST_PAGE_SIZE
+
+
+# --- The viewset --------------------------------------------------------------------------------
+
+
+class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = BatchJobSerializer
+    # Token first, so an anonymous client hears 401 with `WWW-Authenticate: Token`.
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [BatchJSONParser, MultiPartParser]
+    content_negotiation_class = FormatFirstNegotiation
+    pagination_class = BatchListPagination
+
+    def get_queryset(self) -> QuerySet:
+        # Another client's job is not found (404), not forbidden: its existence is not disclosed.
+        if getattr(self, "swagger_fake_view", False):
+            return BatchJob.objects.none()
+        return BatchJob.objects.filter(owner=self.request.user)
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        # Creating work is throttled (THROTTLE_USER); progress polls and result reads are not.
+        if self.action == "create":
+            return [UserRateThrottle()]
+        return []
+
+    @extend_schema(
+        request={
+            "application/json": BatchJSONRequestSerializer,
+            "multipart/form-data": BatchMultipartRequestSerializer,
+        },
+        responses={202: BatchJobSerializer},
+        summary="Create a batch job: many images, a ZIP, or an N x 28 x 28 array",
+    )
+    def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        batches.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
+        try:
+            data, files = request.data, request.FILES
+        except TooManyFilesSent:
+            raise batches.too_many_items_error() from None
+        items = batches.parse_request(data=data, files=files)
+        job = batches.create_job(owner=request.user, items=items)
+        body = BatchJobSerializer(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @extend_schema(summary="A batch job's status and progress")
+    def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(summary="The client's batch jobs, newest first")
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        request=None,
+        responses={200: BatchJobSerializer, 409: OpenApiResponse(description="already done")},
+        summary="Cancel the items not yet scored (the job and its results stay)",
+    )
+    def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
+        job = batches.cancel_job(job=self.get_object())
+        return Response(self.get_serializer(job).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "after", OpenApiTypes.INT, description="Results after this index (from `next`)."
+            ),
+            OpenApiParameter(
+                "limit",
+                OpenApiTypes.INT,
+                description="Results per page (at most BATCH_RESULTS_PAGE_SIZE, 1000).",
+            ),
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                enum=["json", "csv"],
+                description="csv: every result as one streamed CSV file (no paging).",
+            ),
+        ],
+        responses={
+            (200, "application/json"): BatchResultsPageSerializer,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
+        summary="Per-item results: JSON pages, or the whole job as CSV",
+    )
+    @action(detail=True, renderer_classes=[JSONRenderer, CSVRenderer])
+    def results(self, request: Request, pk: str | None = None) -> Response | StreamingHttpResponse:
+        job = self.get_object()
+        if request.accepted_renderer.format == "csv":
+            response = StreamingHttpResponse(
+                batches.csv_lines(job=job), content_type="text/csv; charset=utf-8"
+            )
+            response["Content-Disposition"] = f'attachment; filename="batch-{job.pk}.csv"'
+            return response
+        after = _int_param(request, "after", default=-1, low=-1)
+        limit = _int_param(
+            request,
+            "limit",
+            default=settings.BATCH_RESULTS_PAGE_SIZE,
+            low=1,
+            high=settings.BATCH_RESULTS_PAGE_SIZE,
+        )
+        results, next_after = batches.results_page(job=job, after=after, limit=limit)
+        next_url = None
+        if next_after is not None:
+            query = request.query_params.copy()
+            query["after"] = str(next_after)
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response({"results": results, "next": next_url})
+
+
+def _int_param(
+    request: Request, name: str, *, default: int, low: int, high: int | None = None
+) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SubmissionError("invalid", f"{name} must be an integer") from None
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise SubmissionError("invalid", f"{name} must be {bound}")
+    return value
