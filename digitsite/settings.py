@@ -144,11 +144,37 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 *
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 # The longest a GET on a submission may hold the connection waiting for the answer.
 MAX_WAIT_SECONDS = env.float("MAX_WAIT_SECONDS", default=10.0)
+# How often a waiting GET looks at the row again.
+WAIT_POLL_SECONDS = env.float("WAIT_POLL_SECONDS", default=0.02)
 
 # --- The model ----------------------------------------------------------------------------------
 MODEL_WEIGHTS = Path(env.str("MODEL_WEIGHTS", default=str(BASE_DIR / "ml" / "digit_model.pth")))
 # "cuda", "cpu" or empty for CUDA when available.
 MODEL_DEVICE = env.str("MODEL_DEVICE", default="")
+
+# --- The learning loop (recognizer/model_registry.py, recognizer/retraining.py) ------------------
+# Where model versions' weights live; every web and worker process must see the same folder.
+MODELS_DIR = Path(env.str("MODELS_DIR", default=str(VAR_DIR / "models"))).resolve()
+# Share (percent) of reviewed drawings kept out of training to judge candidates, chosen by id.
+HOLDOUT_PERCENT = env.int("HOLDOUT_PERCENT", default=20)
+# The gate: a candidate is promoted only if it loses at most this many points of MNIST test
+# accuracy, gains at least this many on the drawn holdout, and the holdout has enough drawings.
+RETRAIN_MAX_MNIST_DROP_POINTS = env.float("RETRAIN_MAX_MNIST_DROP_POINTS", default=0.1)
+RETRAIN_MIN_HOLDOUT_GAIN_POINTS = env.float("RETRAIN_MIN_HOLDOUT_GAIN_POINTS", default=0.0)
+RETRAIN_MIN_HOLDOUT = env.int("RETRAIN_MIN_HOLDOUT", default=20)
+# The fine-tune schedule (--from-scratch uses ml/train.py's own recipe unless --epochs is given).
+RETRAIN_EPOCHS = env.int("RETRAIN_EPOCHS", default=2)
+RETRAIN_LR = env.float("RETRAIN_LR", default=3e-4)
+RETRAIN_EMA_DECAY = env.float("RETRAIN_EMA_DECAY", default=0.995)
+# Drawings are repeated so that they make up this share of each epoch (at most MAX times each).
+RETRAIN_DRAWN_SHARE = env.float("RETRAIN_DRAWN_SHARE", default=0.1)
+RETRAIN_MAX_EXTRA_WEIGHT = env.int("RETRAIN_MAX_EXTRA_WEIGHT", default=30)
+# Torch threads for retraining (0: torch's default, all cores).
+RETRAIN_THREADS = env.int("RETRAIN_THREADS", default=0)
+# Seconds the `recognizer.retrain` task may run (it runs on the `training` queue).
+RETRAIN_TIME_LIMIT = env.int("RETRAIN_TIME_LIMIT", default=3600)
+# The admin's "low confidence" review filter: answers below this confidence.
+REVIEW_LOW_CONFIDENCE = env.float("REVIEW_LOW_CONFIDENCE", default=0.8)
 
 # --- Celery -------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -162,6 +188,9 @@ CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
     "recognizer.predict_submission": {"queue": "interactive"},
     "recognizer.sweep_stuck_submissions": {"queue": "interactive"},
+    "recognizer.retrain": {"queue": "training"},
+    "recognizer.score_batch_chunk": {"queue": "batch"},
+    "recognizer.sweep_stalled_batches": {"queue": "batch"},
 }
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=30)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60)
@@ -185,7 +214,33 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recognizer.sweep_stuck_submissions",
         "schedule": SWEEP_EVERY_SECONDS,
     },
+    "sweep-stalled-batches": {
+        "task": "recognizer.sweep_stalled_batches",
+        "schedule": SWEEP_EVERY_SECONDS,
+    },
 }
+
+# --- Batch jobs (recognizer/batches.py, /api/v1/batches/) ----------------------------------------
+# Images in one job, and bytes of one job: its request body, and its images once unpacked from
+# base64 or a ZIP (which also bounds what a ZIP or gzip bomb can make the server inflate).
+BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=10_000)
+BATCH_MAX_BYTES = env.int("BATCH_MAX_BYTES", default=100 * 1024 * 1024)
+# Entries an uploaded ZIP may list (folders and metadata files included), checked before the
+# archive's directory is read into memory.
+BATCH_ZIP_MAX_MEMBERS = env.int("BATCH_ZIP_MAX_MEMBERS", default=2 * BATCH_MAX_ITEMS)
+# Multipart `images` uploads: Django's own cap on files per request (its default, 100, would
+# refuse most batches; a request over it is answered 413 too_many_items).
+DATA_UPLOAD_MAX_NUMBER_FILES = BATCH_MAX_ITEMS
+# Items one worker task preprocesses and scores with one model call.
+BATCH_CHUNK_SIZE = env.int("BATCH_CHUNK_SIZE", default=256)
+# Seconds one chunk may run (a chunk of large photos decodes for a while on a CPU).
+BATCH_CHUNK_TIME_LIMIT = env.int("BATCH_CHUNK_TIME_LIMIT", default=600)
+# A job where nothing happened for this long gets its unfinished chunks sent again.
+BATCH_STALL_SECONDS = env.int("BATCH_STALL_SECONDS", default=900)
+# Results per page of GET /api/v1/batches/{id}/results/ (also the most ?limit= may ask for), and
+# jobs per page of GET /api/v1/batches/.
+BATCH_RESULTS_PAGE_SIZE = env.int("BATCH_RESULTS_PAGE_SIZE", default=1000)
+BATCH_LIST_PAGE_SIZE = env.int("BATCH_LIST_PAGE_SIZE", default=50)
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -201,7 +256,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "recognizer.api.errors.exception_handler",
-    # Only the views that create work apply these (see recognizer/api/throttles.py).
+    # Only the views that create work apply these (their get_throttles, in recognizer/api/).
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="600/min"),
@@ -212,6 +267,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Submit handwritten digits, poll for the prediction, label wrong answers.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Submissions and batch jobs both have a `status` with different choices: name them apart.
+    "ENUM_NAME_OVERRIDES": {
+        "SubmissionStatusEnum": "recognizer.models.Submission.Status",
+        "BatchStatusEnum": "recognizer.models.BatchJob.Status",
+    },
 }
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

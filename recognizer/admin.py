@@ -6,13 +6,15 @@ import base64
 import io
 import uuid
 
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 from PIL import Image
 
-from recognizer import services
+from recognizer import model_registry, review, services
 from recognizer.models import BatchJob, ModelVersion, Submission
 
 THUMBNAIL_PX = 84
@@ -72,6 +74,70 @@ class FlaggedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ReviewFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [
+            ("todo", "Needs review (labelled or low confidence)"),
+            ("unreviewed", "Unreviewed"),
+            ("reviewed", "Reviewed (has a label)"),
+            ("excluded", "Excluded"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "todo":
+            return queryset.filter(review.needs_review_q())
+        if self.value() == "unreviewed":
+            return queryset.filter(reviewed_at__isnull=True)
+        if self.value() == "reviewed":
+            return queryset.filter(reviewed_label__isnull=False, excluded=False)
+        if self.value() == "excluded":
+            return queryset.filter(excluded=True)
+        return queryset
+
+
+class ConfidenceFilter(admin.SimpleListFilter):
+    title = "confidence"
+    parameter_name = "confidence_below"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        thresholds = sorted({0.5, settings.REVIEW_LOW_CONFIDENCE, 0.95})
+        return [(f"{t:g}", f"Below {t:.0%}") for t in thresholds]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        try:
+            threshold = float(self.value()) if self.value() else None
+        except ValueError:
+            return queryset
+        return queryset if threshold is None else queryset.filter(confidence__lt=threshold)
+
+
+class LabelledDigitFilter(admin.SimpleListFilter):
+    """The user's digit; with the `prediction` filter it picks pairs such as "said 7, was 1"."""
+
+    title = "labelled digit"
+    parameter_name = "labelled_digit"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [(str(d), str(d)) for d in range(10)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in {str(d) for d in range(10)}:
+            return queryset.filter(correct_label=int(self.value()))
+        return queryset
+
+
+def _label_action(digit: int) -> object:
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+        count = review.set_label(submissions=queryset, label=digit, reviewer=request.user)
+        modeladmin.message_user(request, f"Labelled {count} submission(s) as {digit}.")
+
+    action.__name__ = f"label_as_{digit}"
+    return admin.action(description=f"Label as {digit}")(action)
+
+
 @admin.register(Submission)
 class SubmissionAdmin(admin.ModelAdmin):
     list_display = [
@@ -84,9 +150,24 @@ class SubmissionAdmin(admin.ModelAdmin):
         "prediction",
         "confidence_pct",
         "correct_label",
+        "reviewed",
         "model_version",
     ]
-    list_filter = ["status", FlaggedFilter, "prediction", "model_version", "source"]
+    list_filter = [
+        ReviewFilter,
+        FlaggedFilter,
+        ConfidenceFilter,
+        "prediction",
+        LabelledDigitFilter,
+        "model_version",
+        "status",
+        "source",
+    ]
+    actions = [
+        "accept_user_label",
+        *[_label_action(digit) for digit in range(10)],
+        "exclude_not_a_digit",
+    ]
     search_fields = ["=id", "name"]
     list_per_page = 50
     date_hierarchy = "created_at"
@@ -113,8 +194,39 @@ class SubmissionAdmin(admin.ModelAdmin):
         "name",
         "owner",
         "strokes",
+        "correct_label",
+        "labelled_at",
+        "reviewed_by",
+        "reviewed_at",
     ]
     exclude = ["image", "model_input"]
+
+    def save_model(self, request: HttpRequest, obj: Submission, form: object, change: bool) -> None:
+        # Editing the reviewed label or the exclusion by hand is a review too.
+        if change and {"reviewed_label", "excluded"} & set(getattr(form, "changed_data", [])):
+            obj.reviewed_by = request.user
+            obj.reviewed_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Accept the user's label")
+    def accept_user_label(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = review.accept_user_labels(submissions=queryset, reviewer=request.user)
+        skipped = queryset.count() - count
+        note = f" ({skipped} without a user label left alone)" if skipped else ""
+        self.message_user(request, f"Accepted the user's label on {count} submission(s){note}.")
+
+    @admin.action(description="Exclude: not a digit / abuse")
+    def exclude_not_a_digit(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = review.exclude(submissions=queryset, reviewer=request.user)
+        self.message_user(request, f"Excluded {count} submission(s) from training.")
+
+    @admin.display(description="reviewed")
+    def reviewed(self, submission: Submission) -> str:
+        if submission.excluded:
+            return "excluded"
+        if submission.reviewed_label is not None:
+            return f"as {submission.reviewed_label}"
+        return "-"
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -150,7 +262,104 @@ class BatchJobAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "created_at", "finished_at"]
 
 
+def _pct(summary: object) -> str:
+    if not isinstance(summary, dict) or not summary.get("n") or summary.get("accuracy") is None:
+        return "-"
+    return f"{100 * summary['accuracy']:.2f}% of {summary['n']}"
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["name", "status", "created_at", "sha256"]
+    list_display = [
+        "name",
+        "status",
+        "created_at",
+        "activated_at",
+        "mnist_accuracy",
+        "holdout_accuracy",
+        "live_accuracy",
+        "drawings",
+        "gate",
+    ]
     list_filter = ["status"]
+    # Status changes go through promote/rollback, which keep exactly one version active.
+    readonly_fields = [
+        "name",
+        "status",
+        "weights_path",
+        "sha256",
+        "created_at",
+        "activated_at",
+        "previous",
+        "live_accuracy",
+        "trained_on",
+        "metrics",
+    ]
+    actions = ["retrain_now", "promote_selected", "roll_back"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # versions come from training (manage.py retrain) or the shipped weights
+
+    @admin.display(description="MNIST test")
+    def mnist_accuracy(self, version: ModelVersion) -> str:
+        return _pct(version.metrics.get("mnist"))
+
+    @admin.display(description="drawn holdout")
+    def holdout_accuracy(self, version: ModelVersion) -> str:
+        return _pct(version.metrics.get("holdout"))
+
+    @admin.display(description="live accuracy (labelled)")
+    def live_accuracy(self, version: ModelVersion) -> str:
+        live = model_registry.live_accuracy(version=version)
+        if not live.labelled:
+            return "-"
+        return f"{100 * live.accuracy:.1f}% of {live.labelled}"
+
+    @admin.display(description="drawings")
+    def drawings(self, version: ModelVersion) -> str:
+        return str(version.trained_on.get("drawings", "-"))
+
+    @admin.display(description="gate")
+    def gate(self, version: ModelVersion) -> str:
+        decision = version.metrics.get("gate")
+        if not decision:
+            return "-"
+        return "passed" if decision.get("promote") else "rejected"
+
+    @admin.action(description="Retrain now (fine-tune the active version; runs in the background)")
+    def retrain_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        from worker.tasks import retrain
+
+        try:
+            retrain.apply_async(kwargs={"requested_by": request.user.get_username()})
+        except Exception as exc:  # kombu raises several types for an unreachable broker
+            self.message_user(request, f"Could not reach the broker: {exc}", messages.ERROR)
+            return
+        self.message_user(
+            request,
+            "Retraining queued on the training queue; the candidate appears here when it is done "
+            "(a few minutes), promoted only if it passes the gate.",
+        )
+
+    @admin.action(description="Promote the selected version")
+    def promote_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
+            return
+        try:
+            version = model_registry.promote(name=queryset.get().name)
+        except model_registry.RegistryError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(
+            request, f"{version.name} is active; workers use it from their next task."
+        )
+
+    @admin.action(description="Roll back to the version the active one replaced")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet) -> None:
+        try:
+            version = model_registry.rollback()
+        except model_registry.RegistryError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"Rolled back: {version.name} is active again.")

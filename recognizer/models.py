@@ -140,6 +140,16 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE)
     trained_on = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # Promotion history, so that a rollback returns to exactly the version that was replaced.
+    activated_at = models.DateTimeField(null=True, blank=True)
+    previous = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The version that was active when this one was promoted.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

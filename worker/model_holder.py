@@ -1,7 +1,9 @@
 """The model a worker process holds: loaded once, on first use or at process start, never per task.
 
-`get_predictor()` is cheap on every call: it compares the active version's name with the one in
-memory and reloads only when they differ, which is how a promotion reaches running workers.
+`get_predictor()` is cheap on every call: one indexed read of the active ModelVersion row (well
+under a millisecond, beside the row writes a prediction makes anyway), compared with the one in
+memory; it reloads only when they differ. So a promotion reaches every running worker at its very
+next task, with no restart, no broadcast to miss and no cache to go stale.
 """
 
 from __future__ import annotations
@@ -23,22 +25,37 @@ log = logging.getLogger(__name__)
 class ActiveModel:
     version: str
     weights: Path
+    sha256: str = ""
 
 
 def active_model() -> ActiveModel:
-    """The version that should answer now."""
-    from ml.checkpoint import file_sha256
+    """The version that should answer now (recognizer.model_registry's active ModelVersion)."""
+    from recognizer import model_registry
 
-    weights = Path(settings.MODEL_WEIGHTS)
-    return ActiveModel(version=f"seed-{file_sha256(weights)[:8]}", weights=weights)
+    row = model_registry.active_row()
+    if row is None:  # the very first call: registers the shipped weights as v1
+        version = model_registry.active_version()
+        row = (version.name, version.weights_path, version.sha256)
+    name, weights, sha256 = row
+    return ActiveModel(version=name, weights=Path(weights), sha256=sha256)
 
 
 class ServingPredictor:
     """A Predictor with the version name that answers are recorded under."""
 
     def __init__(self, model: ActiveModel) -> None:
+        self.model = model
         self.version = model.version
         self.predictor = Predictor(model.weights, device=settings.MODEL_DEVICE or None)
+        if model.sha256 and self.predictor.sha256 != model.sha256:
+            # Answer anyway (refusing would stop the service), but loudly: the file was replaced.
+            log.error(
+                "weights of %s changed on disk: %s has sha256 %s, registered %s",
+                model.version,
+                model.weights,
+                self.predictor.sha256,
+                model.sha256,
+            )
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         return self.predictor.predict_images(images)
@@ -51,12 +68,20 @@ _held: ServingPredictor | None = None
 def get_predictor() -> ServingPredictor:
     global _held
     wanted = active_model()
-    if _held is not None and _held.version == wanted.version:
+    # The whole record, not only the name: a test database reuses names for other weights.
+    if _held is not None and _held.model == wanted:
         return _held
     with _lock:
-        if _held is None or _held.version != wanted.version:
+        if _held is None or _held.model != wanted:
             log.info("loading model %s from %s", wanted.version, wanted.weights)
-            _held = ServingPredictor(wanted)
+            try:
+                _held = ServingPredictor(wanted)
+            except Exception:
+                if _held is None:
+                    raise
+                # A promoted file this worker cannot read (a models folder not shared with the
+                # trainer, say) must not stop the answers: keep the held model, under its own name.
+                log.exception("could not load %s; answering with %s", wanted.version, _held.version)
     return _held
 
 
