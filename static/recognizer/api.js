@@ -1,0 +1,179 @@
+// A small client for the recognizer API (/api/v1/): submit a drawing, wait for its answer, label it.
+//
+// Errors come out as ApiError with a `kind` the page can act on:
+//   "http"    the API said no (4xx); `message` is the API's own text, `status` and `code` are set
+//   "server"  a 5xx answer
+//   "network" the request never got an answer (offline, server down)
+//   "timeout" no final answer before the deadline
+//   "failed"  the worker gave up on this drawing (status "failed"); `message` is its error
+
+// The longest single long-poll we ask for; the server caps it at MAX_WAIT_SECONDS (10 s) anyway.
+const LONG_POLL_SECONDS = 5;
+// Never poll faster than this, in case a server ignores ?wait= and answers at once.
+const MIN_POLL_INTERVAL_MS = 250;
+// A poll that fails on the network is tried again after this pause, until the deadline.
+const NETWORK_RETRY_MS = 1000;
+// How long past its own ?wait= a poll may take before we drop it (slow proxies, busy server).
+const POLL_GRACE_MS = 2000;
+
+export class ApiError extends Error {
+  constructor(kind, message, { status = 0, code = "", retryable = true } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.kind = kind;
+    this.status = status;
+    this.code = code;
+    this.retryable = retryable;
+  }
+}
+
+/**
+ * Django's CSRF token: the csrftoken cookie (the page view sets it), else the one the template
+ * rendered into <meta name="csrf-token">. SessionAuthentication rejects unsafe requests from a
+ * logged-in user without it.
+ */
+export function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (match) return decodeURIComponent(match[1]);
+  return document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+}
+
+/**
+ * The API answers with absolute URLs built from the request; behind a TLS proxy that forgets to say
+ * so they could be http:// on an https:// page, which the browser would block as mixed content.
+ * Same host, then keep only the path.
+ */
+export function sameOriginPath(url) {
+  const parsed = new URL(url, window.location.href);
+  if (parsed.host === window.location.host) return parsed.pathname + parsed.search;
+  return parsed.href;
+}
+
+/** POST a drawing; resolves to {id, status, url}. */
+export function submitDrawing(apiBase, { image, strokes }, { signal, timeoutMs } = {}) {
+  return request(`${withSlash(apiBase)}submissions/`, {
+    method: "POST",
+    body: { image, strokes, source: "page" },
+    signal,
+    timeoutMs,
+  });
+}
+
+/**
+ * Long-poll a submission's URL until it is done or failed, or until `timeoutMs` has passed.
+ * `onProgress(submission)` sees every intermediate answer (queued, processing).
+ */
+export async function waitForAnswer(url, { timeoutMs, signal, onProgress } = {}) {
+  const deadline = performance.now() + timeoutMs;
+  const path = sameOriginPath(url);
+  for (;;) {
+    const remainingMs = deadline - performance.now();
+    if (remainingMs <= 0) break;
+    const waitSeconds = Math.min(LONG_POLL_SECONDS, remainingMs / 1000);
+    const started = performance.now();
+    let submission;
+    try {
+      submission = await request(`${path}${path.includes("?") ? "&" : "?"}wait=${waitSeconds.toFixed(1)}`, {
+        signal,
+        timeoutMs: waitSeconds * 1000 + POLL_GRACE_MS,
+      });
+    } catch (error) {
+      // A dropped connection or a 5xx mid-wait is usually brief (a restart, a proxy hiccup):
+      // keep trying until the deadline rather than failing a drawing that may be answered.
+      if (error instanceof ApiError && (error.kind === "network" || error.kind === "server")) {
+        await sleep(Math.min(NETWORK_RETRY_MS, Math.max(0, deadline - performance.now())), signal);
+        continue;
+      }
+      throw error;
+    }
+    if (submission.status === "done") return submission;
+    if (submission.status === "failed") {
+      throw new ApiError("failed", submission.error || "The recognizer could not read this drawing.", {
+        code: submission.error_code || "",
+      });
+    }
+    onProgress?.(submission);
+    const elapsed = performance.now() - started;
+    if (elapsed < MIN_POLL_INTERVAL_MS) await sleep(MIN_POLL_INTERVAL_MS - elapsed, signal);
+  }
+  const seconds = Math.round(timeoutMs / 1000);
+  throw new ApiError("timeout", `Timed out: no answer after ${seconds} s. Your drawing is kept; press Retry.`);
+}
+
+/** Tell the API which digit it really was; resolves to the updated submission. */
+export function sendLabel(submissionUrl, digit, { signal } = {}) {
+  return request(`${withSlash(sameOriginPath(submissionUrl))}label/`, {
+    method: "POST",
+    body: { correct_label: digit },
+    signal,
+  });
+}
+
+// --- Plumbing --------------------------------------------------------------------------------
+
+async function request(url, { method = "GET", body, signal, timeoutMs } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  signal?.addEventListener("abort", abort, { once: true });
+  const timer = timeoutMs ? setTimeout(abort, timeoutMs) : null;
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      signal: controller.signal,
+    });
+  } catch (error) {
+    if (signal?.aborted) throw error; // the page gave up on this request: not an error to show
+    throw new ApiError("network", "Could not reach the server. Check your connection and press Retry.");
+  } finally {
+    if (timer) clearTimeout(timer);
+    signal?.removeEventListener("abort", abort);
+  }
+  const data = await response.json().catch(() => null);
+  if (response.ok) return data ?? {};
+  throw errorFromResponse(response, data);
+}
+
+function errorFromResponse(response, data) {
+  const status = response.status;
+  const code = data?.code ?? "";
+  if (status === 429) {
+    const after = Number(response.headers.get("Retry-After"));
+    const wait = Number.isFinite(after) && after > 0 ? ` Try again in ${Math.ceil(after)} s.` : "";
+    return new ApiError("http", `Too many drawings at once: please slow down.${wait}`, {
+      status,
+      code: code || "throttled",
+    });
+  }
+  if (status >= 500) {
+    return new ApiError("server", "The server had a problem. Press Retry in a moment.", { status, code });
+  }
+  // Other 4xx: the drawing itself was refused (empty, too large...); sending it again will not help.
+  const message = data?.message || `The server refused the request (HTTP ${status}).`;
+  return new ApiError("http", message, { status, code, retryable: false });
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
+  });
+}
+
+function withSlash(url) {
+  return url.endsWith("/") ? url : `${url}/`;
+}
