@@ -116,5 +116,7 @@ class LabelSerializer(serializers.Serializer):
     def is_valid(self, *, raise_exception: bool = False) -> bool:
         valid = super().is_valid()
         if not valid and raise_exception:
-            raise serializers.ValidationError({"correct_label": [_NOT_A_DIGIT]}, code="invalid_label")
+            raise serializers.ValidationError(
+                {"correct_label": [_NOT_A_DIGIT]}, code="invalid_label"
+            )
         return valid
