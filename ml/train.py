@@ -130,10 +130,15 @@ def train(
             running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{running:.4f}")
-        val = evaluate_images(ema.module, val_split.images, val_split.labels)["accuracy"]
+        # --val-size 0 (the final run on all 60,000 once the recipe is chosen) has no validation.
+        val = (
+            evaluate_images(ema.module, val_split.images, val_split.labels)["accuracy"]
+            if len(val_split)
+            else None
+        )
         history.append({"epoch": epoch, "loss": round(running, 4), "val_accuracy": val})
         if show_bar:
-            tqdm.write(f"epoch {epoch}/{config.epochs}  loss {running:.4f}  val_acc {val:.4f}")
+            tqdm.write(f"epoch {epoch}/{config.epochs}  loss {running:.4f}  val_acc {val}")
         if progress:
             progress(epoch, config.epochs, history[-1])
 
@@ -191,6 +196,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=defaults.val_size,
+        help="training images held out for validation (0: train on all 60,000)",
+    )
     p.add_argument("--limit", type=int)
     p.add_argument("--extra", type=Path, help=".npz with images (N x 28 x 28 uint8) and labels")
     p.add_argument("--extra-weight", type=int, default=defaults.extra_weight)
@@ -206,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        val_size=args.val_size,
         limit=args.limit,
         extra=args.extra,
         extra_weight=args.extra_weight,
