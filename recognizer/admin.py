@@ -8,8 +8,9 @@ import uuid
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from PIL import Image
@@ -296,6 +297,19 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "metrics",
     ]
     actions = ["retrain_now", "promote_selected", "roll_back"]
+    # These act on the registry, not on the ticked rows: they run with nothing selected.
+    REGISTRY_ACTIONS = ("retrain_now", "roll_back")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        if request.method == "POST" and request.POST.get("action") in self.REGISTRY_ACTIONS:
+            if not request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                # Django runs an action only on a selection: hand it the active version.
+                post = request.POST.copy()
+                post.setlist(helpers.ACTION_CHECKBOX_NAME, [model_registry.active_version().pk])
+                request.POST = post
+        return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions come from training (manage.py retrain) or the shipped weights

@@ -135,11 +135,12 @@ def test_versions_show_metrics_and_live_accuracy(admin_client):
 
 
 @pytest.mark.integration
-def test_retrain_now_queues_a_task_on_the_training_queue(admin_client, redis_url):
+@pytest.mark.parametrize("ticked", [True, False], ids=["a-row-ticked", "nothing-ticked"])
+def test_retrain_now_queues_a_task_on_the_training_queue(admin_client, redis_url, ticked):
     client = redis.Redis.from_url(redis_url)
     client.delete("training", "interactive")
     version = model_registry.active_version()
-    response = run_action(admin_client, "retrain_now", [version], url=VERSIONS)
+    response = run_action(admin_client, "retrain_now", [version] if ticked else [], url=VERSIONS)
     assert "Retraining queued on the training queue" in response.content.decode()
     messages = [json.loads(raw) for raw in client.lrange("training", 0, -1)]
     assert [m["headers"]["task"] for m in messages] == ["recognizer.retrain"]
@@ -155,5 +156,5 @@ def test_promote_and_roll_back_from_the_admin(admin_client, tmp_path):
     v2 = model_registry.register_candidate(weights=tmp_path / "c.pth", trained_on={}, metrics={})
     run_action(admin_client, "promote_selected", [v2], url=VERSIONS)
     assert model_registry.active_version().name == "v2"
-    run_action(admin_client, "roll_back", [v2], url=VERSIONS)
+    run_action(admin_client, "roll_back", [], url=VERSIONS)  # acts on the registry: no row needed
     assert model_registry.active_version().name == "v1"
