@@ -24,15 +24,19 @@ def load_model_at_start(**_: object) -> None:
         log.exception("could not preload the model")
 
 
-@shared_task(
-    name="recognizer.predict_submission",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=5,
-)
+# Tasks that write answers: acknowledged only once done (a worker lost mid-task leaves the message
+# for another), retried with backoff on database errors. Both are idempotent, so redelivery is safe.
+RELIABLE = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="recognizer.predict_submission", **RELIABLE)
 def predict_submission(*, submission_id: str) -> None:
     services.predict_one(submission_id=submission_id, predictor=get_predictor())
 
@@ -62,13 +66,7 @@ def retrain(*, requested_by: str = "", dry_run: bool = False) -> None:
 @shared_task(
     name="recognizer.score_batch_chunk",
     ignore_result=True,
-    # Idempotent (only items still queued are scored), so a redelivery after a crash is safe.
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(DatabaseError,),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=5,
+    **RELIABLE,  # only items still queued are scored, so a redelivered chunk counts nothing twice
     soft_time_limit=settings.BATCH_CHUNK_TIME_LIMIT,
     time_limit=settings.BATCH_CHUNK_TIME_LIMIT + 30,
 )
