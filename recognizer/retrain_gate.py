@@ -58,6 +58,11 @@ class CheckResult:
 Check = Callable[[GateInput], CheckResult]
 
 
+def p_text(p: float) -> str:
+    """A p-value people can read: four decimals, or two significant digits when smaller."""
+    return f"{p:.4f}" if p >= 0.001 else f"{p:.2g}"
+
+
 def points(correct: int, n: int) -> float:
     return 100.0 * correct / n if n else 0.0
 
@@ -80,7 +85,7 @@ def check_holdout_gain(inputs: GateInput) -> CheckResult:
     verdict = "significant" if ok else "not significant"
     reason = (
         f"{change:+.2f} points, gained {table.c} lost {table.b}: McNemar exact one-sided "
-        f"p = {p:.4f}, {verdict} at {inputs.significance:g}"
+        f"p = {p_text(p)}, {verdict} at {inputs.significance:g}"
     )
     return CheckResult("holdout gain", ok, reason, {"b": table.b, "c": table.c, "p_value": p})
 
@@ -94,7 +99,7 @@ def check_mnist_non_inferiority(inputs: GateInput) -> CheckResult:
     shown = "shown" if test.passed else "not shown"
     reason = (
         f"{100 * table.difference:+.2f} points, gained {table.c} lost {table.b}: loss under "
-        f"{margin:g} points {shown} (score test p = {test.p_value:.4f}; one-sided "
+        f"{margin:g} points {shown} (score test p = {p_text(test.p_value)}; one-sided "
         f"{confidence:g}% bound {bound:+.3f} points)"
     )
     details = {"b": table.b, "c": table.c, "p_value": test.p_value, "lower_bound_points": bound}
