@@ -5,7 +5,9 @@ Clients branch on `code`; `errors` keeps DRF's per-field detail when there is so
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -20,6 +22,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"code": "request_too_large", "message": "the request body is too large"},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or refuses connections (a locked SQLite counts too): a client
+        # should come back, not read a server error.
+        return Response(
+            {"code": "database_unavailable", "message": "the database is unavailable; try again"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(settings.DATABASE_RETRY_AFTER)},
         )
     response = drf_exception_handler(exc, context)
     if response is None:
