@@ -100,11 +100,21 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+# Persistent connections: a request or task reuses its thread's connection instead of opening one.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The web process and the workers write to one file: wait for the lock rather than fail.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The web processes and the workers share one file. WAL lets readers go on while one writer
+    # commits, and a commit appends to the log instead of rewriting pages; synchronous=NORMAL
+    # is WAL's usual setting: a crashed process loses nothing, a power cut only the last commits.
+    # A writer waits for the lock (timeout) rather than fail.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; "
+            f"PRAGMA synchronous={env.str('SQLITE_SYNCHRONOUS', default='NORMAL')};"
+        ),
+    }
     # A file, not memory, so that a test's worker process sees the same test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -175,6 +185,9 @@ WAIT_POLL_SECONDS = env.float("WAIT_POLL_SECONDS", default=0.02)
 MODEL_WEIGHTS = Path(env.str("MODEL_WEIGHTS", default=str(BASE_DIR / "ml" / "digit_model.pth")))
 # "cuda", "cpu" or empty for CUDA when available.
 MODEL_DEVICE = env.str("MODEL_DEVICE", default="")
+# Torch threads in each worker process (0: torch's default, every core). Workers run side by side
+# with the web processes, so one thread each keeps them from fighting over the cores.
+WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=1)
 
 # --- The learning loop (recognizer/model_registry.py, recognizer/retraining.py) ------------------
 # Where model versions' weights live; every web and worker process must see the same folder.
@@ -205,8 +218,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # results live in the database rows, not in the broker
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Acknowledgement is set per task in one place: recognizer/queue.py (RELIABLE_DELIVERY).
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
@@ -244,7 +256,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# --- Batch jobs (recognizer/batches.py, /api/v1/batches/) ----------------------------------------
+# --- Batch jobs (recognizer/batches/, /api/v1/batches/) -----------------------------------------
 # Images in one job, and bytes of one job: its request body, and its images once unpacked from
 # base64 or a ZIP (which also bounds what a ZIP or gzip bomb can make the server inflate).
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=10_000)

@@ -10,7 +10,7 @@ import math
 from django.conf import settings
 
 from ml.preprocess import ImageLimits
-from recognizer.services import SubmissionError
+from recognizer.errors import DomainError
 
 
 def image_limits() -> ImageLimits:
@@ -25,9 +25,9 @@ def check_content_length(meta: dict, *, limit: int, code: str) -> None:
     try:
         length = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise SubmissionError("invalid", "Content-Length is not a number") from None
+        raise DomainError("invalid", "Content-Length is not a number") from None
     if length > limit:
-        raise SubmissionError(code, f"the request body is over the limit of {limit} bytes", 413)
+        raise DomainError(code, f"the request body is over the limit of {limit} bytes")
 
 
 def _refuse_constant(name: str) -> float:
@@ -70,21 +70,18 @@ def validate_strokes(strokes: object) -> list | None:
     if strokes is None:
         return None
     if not isinstance(strokes, list):
-        raise SubmissionError("invalid_strokes", "strokes must be a list of strokes")
+        raise DomainError("invalid_strokes", "strokes must be a list of strokes")
     if len(strokes) > settings.MAX_STROKES:
-        raise SubmissionError(
-            "strokes_too_large", f"at most {settings.MAX_STROKES} strokes", status=413
-        )
+        raise DomainError("strokes_too_large", f"at most {settings.MAX_STROKES} strokes")
     points = 0
     for i, stroke in enumerate(strokes):
         if not isinstance(stroke, list):
-            raise SubmissionError("invalid_strokes", f"stroke {i} must be a list of points")
+            raise DomainError("invalid_strokes", f"stroke {i} must be a list of points")
         points += len(stroke)
         if points > settings.MAX_STROKE_POINTS:
-            raise SubmissionError(
+            raise DomainError(
                 "strokes_too_large",
                 f"at most {settings.MAX_STROKE_POINTS} points over all strokes",
-                status=413,
             )
         for point in stroke:
             if not (
@@ -92,7 +89,7 @@ def validate_strokes(strokes: object) -> list | None:
                 and 2 <= len(point) <= 3
                 and all(_finite_number(c) for c in point)
             ):
-                raise SubmissionError(
+                raise DomainError(
                     "invalid_strokes", f"stroke {i}: a point is a list of 2 or 3 numbers [x, y, t]"
                 )
     return strokes

@@ -7,7 +7,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
 from recognizer import limits
-from recognizer.services import SubmissionError
+from recognizer.errors import DomainError
 
 
 class JSONParser(BaseParser):
@@ -20,10 +20,10 @@ class JSONParser(BaseParser):
     def max_bytes(self) -> int:
         return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
-    def too_large(self) -> SubmissionError:
+    def too_large(self) -> DomainError:
         limit = self.max_bytes()
-        return SubmissionError(
-            "request_too_large", f"the request body is over the limit of {limit} bytes", 413
+        return DomainError(
+            "request_too_large", f"the request body is over the limit of {limit} bytes"
         )
 
     def parse(

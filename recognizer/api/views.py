@@ -24,6 +24,7 @@ from recognizer.api.serializers import (
     SubmissionCreateSerializer,
     SubmissionSerializer,
 )
+from recognizer.errors import DomainError
 from recognizer.models import Submission
 
 
@@ -94,7 +95,7 @@ class SubmissionViewSet(
             try:
                 seconds = float(wait)
             except ValueError:
-                raise services.SubmissionError("invalid_wait", "wait must be a number") from None
+                raise DomainError("invalid_wait", "wait must be a number") from None
             submission = services.wait_for_answer(submission=submission, seconds=seconds)
         return Response(self.get_serializer(submission).data)
 
@@ -105,7 +106,7 @@ class SubmissionViewSet(
     def input_png(self, request: Request, pk: str | None = None) -> HttpResponse:
         submission = self.get_object()
         if not submission.model_input:
-            raise services.SubmissionError("no_input", "no model input yet", status=404)
+            raise DomainError("no_input", "no model input yet")
         response = HttpResponse(services.model_input_png(submission), content_type="image/png")
         response["Cache-Control"] = "public, max-age=86400, immutable"
         return response
@@ -122,10 +123,9 @@ class SubmissionViewSet(
         serializer.is_valid(raise_exception=True)
         token = serializer.validated_data.get("label_token")
         if not ownership.may_label(submission=submission, user=request.user, token=token):
-            raise services.SubmissionError(
+            raise DomainError(
                 "permission_denied",
                 "only the client that sent this drawing may label it (send its label_token)",
-                status=403,
             )
         submission = services.label_submission(
             submission=submission, correct_label=serializer.validated_data["correct_label"]

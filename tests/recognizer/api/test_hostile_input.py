@@ -21,8 +21,9 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from recognizer import model_registry
+from recognizer import model_registry, queue
 from recognizer.models import ModelVersion, Submission
+from tests.factories import record_sent_tasks
 from tests.recognizer.api import payloads
 from tests.recognizer.api.payloads import MiB, PeakRSS, data_url, digit_png
 
@@ -472,9 +473,7 @@ def versions(settings, tmp_path, untrained_weights):
 
 @pytest.fixture
 def retrains(monkeypatch) -> list:
-    sent: list = []
-    monkeypatch.setattr("worker.tasks.retrain.apply_async", lambda **kw: sent.append(kw))
-    return sent
+    return record_sent_tasks(monkeypatch, queue.RETRAIN)
 
 
 def admin_action(client: APIClient, model: str, action: str, pks: list) -> object:
