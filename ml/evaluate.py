@@ -19,7 +19,7 @@ from ml.checkpoint import load_checkpoint
 from ml.data import load_split
 from ml.drawn import DRAWN_STYLES, render_drawn
 from ml.model import NUM_CLASSES, DigitNet, parameter_count
-from ml.preprocess import preprocess_bytes, to_model_input
+from ml.preprocess import preprocess_many, to_model_input
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "digit_model.pth"
 
@@ -62,8 +62,11 @@ def evaluate_drawn(
     model: DigitNet, images: np.ndarray, labels: np.ndarray, style: str
 ) -> dict[str, float | int]:
     """Re-draw each digit onto a 280x280 PNG canvas in `style`, preprocess it as served, score."""
-    inputs = torch.stack([preprocess_bytes(render_drawn(image, style)).tensor for image in images])
-    predicted = predict_probabilities(model, inputs).argmax(axis=1)
+    batch = preprocess_many([render_drawn(image, style) for image in images])
+    refused = [error for error in batch.errors if error is not None]
+    if refused:
+        raise refused[0]
+    predicted = predict_probabilities(model, to_model_input(batch.images)).argmax(axis=1)
     return {"accuracy": round(float((predicted == labels).mean()), 4), "n": int(len(labels))}
 
 
