@@ -317,6 +317,7 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
             "init": None if options.from_scratch else active.name,
             "epochs": epochs,
             "lr": lr,
+            "ema_decay": ema_decay,
             "seed": options.seed,
             "command": options.command,
             "training_seconds": card["training_seconds"],
