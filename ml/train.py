@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ml.augment import AugmentConfig, augment
 from ml.checkpoint import load_checkpoint, save_checkpoint
-from ml.data import Split, checksums, load_extra, load_split, train_val_split
+from ml.data import Split, checksums, ensure_mnist, load_extra, load_split, train_val_split
 from ml.evaluate import DEFAULT_WEIGHTS, evaluate_images
 from ml.model import DigitNet, parameter_count
 from ml.predictor import best_device
@@ -211,7 +211,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--threads", type=int)
     p.add_argument("--device", help="cuda or cpu (default: CUDA when available)")
     p.add_argument("--elastic-px", type=float, default=defaults.augment.elastic_px)
+    p.add_argument("--download", action="store_true", help="fetch MNIST first if missing")
     args = p.parse_args(argv)
+    # Missing MNIST: fetched only when asked, else the exit message says where to put it.
+    ensure_mnist(download_if_missing=args.download)
     return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
