@@ -26,7 +26,7 @@ FILES = {
 }
 
 # IDX type codes (the third byte of the magic number) to numpy dtypes, all big-endian.
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -16,7 +17,7 @@ from django.utils.html import format_html
 from PIL import Image
 
 from recognizer import model_registry, queue, review, services
-from recognizer.models import DIGITS, BatchJob, ModelVersion, Submission
+from recognizer.models import DIGITS, BatchJob, ModelVersion, Submission, signed_in
 
 THUMBNAIL_PX = 84
 
@@ -108,8 +109,9 @@ class ConfidenceFilter(admin.SimpleListFilter):
         return [(f"{t:g}", f"Below {t:.0%}") for t in thresholds]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
         try:
-            threshold = float(self.value()) if self.value() else None
+            threshold = float(value) if value else None
         except ValueError:
             return queryset
         return queryset if threshold is None else queryset.filter(confidence__lt=threshold)
@@ -125,14 +127,17 @@ class LabelledDigitFilter(admin.SimpleListFilter):
         return [(str(d), str(d)) for d in DIGITS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in {str(d) for d in DIGITS}:
-            return queryset.filter(correct_label=int(self.value()))
+        value = self.value()
+        if value in {str(d) for d in DIGITS}:
+            return queryset.filter(correct_label=int(value))
         return queryset
 
 
-def _label_action(digit: int) -> object:
+def _label_action(digit: int) -> Callable[[admin.ModelAdmin, HttpRequest, QuerySet], None]:
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-        count = review.set_label(submissions=queryset, label=digit, reviewer=request.user)
+        count = review.set_label(
+            submissions=queryset, label=digit, reviewer=signed_in(request.user)
+        )
         modeladmin.message_user(request, f"Labelled {count} submission(s) as {digit}.")
 
     action.__name__ = f"label_as_{digit}"
@@ -205,20 +210,20 @@ class SubmissionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Submission, form: object, change: bool) -> None:
         # Editing the reviewed label or the exclusion by hand is a review too.
         if change and {"reviewed_label", "excluded"} & set(getattr(form, "changed_data", [])):
-            obj.reviewed_by = request.user
+            obj.reviewed_by = signed_in(request.user)
             obj.reviewed_at = timezone.now()
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Accept the user's label")
     def accept_user_label(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = review.accept_user_labels(submissions=queryset, reviewer=request.user)
+        count = review.accept_user_labels(submissions=queryset, reviewer=signed_in(request.user))
         skipped = queryset.count() - count
         note = f" ({skipped} without a user label left alone)" if skipped else ""
         self.message_user(request, f"Accepted the user's label on {count} submission(s){note}.")
 
     @admin.action(description="Exclude: not a digit / abuse")
     def exclude_not_a_digit(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = review.exclude(submissions=queryset, reviewer=request.user)
+        count = review.exclude(submissions=queryset, reviewer=signed_in(request.user))
         self.message_user(request, f"Excluded {count} submission(s) from training.")
 
     @admin.display(description="reviewed")
@@ -307,8 +312,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
             if not request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
                 # Django runs an action only on a selection: hand it the active version.
                 post = request.POST.copy()
-                post.setlist(helpers.ACTION_CHECKBOX_NAME, [model_registry.active_version().pk])
-                request.POST = post
+                post.setlist(
+                    helpers.ACTION_CHECKBOX_NAME, [str(model_registry.active_version().pk)]
+                )
+                # The admin reads the selection from request.POST; a mutable copy stands in.
+                request.POST = post  # type: ignore[assignment]
         return super().changelist_view(request, extra_context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -325,7 +333,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="live accuracy (labelled)")
     def live_accuracy(self, version: ModelVersion) -> str:
         live = model_registry.live_accuracy(version=version)
-        if not live.labelled:
+        if not live.labelled or live.accuracy is None:
             return "-"
         return f"{100 * live.accuracy:.1f}% of {live.labelled}"
 

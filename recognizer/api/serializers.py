@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
@@ -30,7 +31,7 @@ class ImageField(serializers.Field):
 class StrokesField(serializers.JSONField):
     """Pen strokes as JSON; multipart clients send them as a JSON string."""
 
-    def to_internal_value(self, data: object) -> object:
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, str):
             try:
                 data = json.loads(data)
@@ -44,7 +45,8 @@ class StrokesField(serializers.JSONField):
 class SubmissionCreateSerializer(serializers.Serializer):
     image = ImageField()
     strokes = StrokesField(required=False, allow_null=True)
-    source = serializers.ChoiceField(
+    # DRF's metaclass moves declared fields off the class, so this does not shadow Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=[Submission.Source.PAGE, Submission.Source.API],
         default=Submission.Source.API,
     )
