@@ -8,7 +8,6 @@ Every business rule about a submission lives here or in the modules it names: wh
 from __future__ import annotations
 
 import io
-import json
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.preprocess import PreprocessError, preprocess_bytes
-from recognizer import answers, queue
+from recognizer import answers, limits, queue
 from recognizer.answers import FINISHED, Predictor
 from recognizer.errors import DomainError
 from recognizer.images import check_image_size, sniff_content_type
@@ -32,18 +31,6 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
 
 # --- Accepting a drawing ------------------------------------------------------------------------
-
-
-def validate_strokes(strokes: object) -> object:
-    if strokes is None:
-        return None
-    if not isinstance(strokes, list):
-        raise DomainError("invalid_strokes", "strokes must be a list of strokes")
-    if len(json.dumps(strokes)) > settings.MAX_STROKES_BYTES:
-        raise DomainError(
-            "strokes_too_large", f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes"
-        )
-    return strokes
 
 
 def create_submission(
@@ -59,7 +46,7 @@ def create_submission(
     image or is blank (4xx), and the worker only has to run the network.
     """
     check_image_size(len(image))
-    strokes = validate_strokes(strokes)
+    strokes = limits.validate_strokes(strokes)
     try:
         preprocessed = preprocess_bytes(image)
     except PreprocessError as exc:
