@@ -154,7 +154,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 *
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 # The longest a GET on a submission may hold the connection waiting for the answer.
 MAX_WAIT_SECONDS = env.float("MAX_WAIT_SECONDS", default=10.0)
-# How often a waiting GET looks at the row again.
+# A waiting request blocks on a Redis signal from the worker (recognizer/answers.py) and reads the
+# row again at least this often, so a lost signal costs at most this much.
+WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=1.0)
+# How long an answer's signal stays in Redis for a request that starts waiting after it.
+ANSWER_SIGNAL_TTL_SECONDS = env.int("ANSWER_SIGNAL_TTL_SECONDS", default=60)
+# With Redis unreachable, how often a waiting request reads the row instead.
 WAIT_POLL_SECONDS = env.float("WAIT_POLL_SECONDS", default=0.02)
 
 # --- The model ----------------------------------------------------------------------------------

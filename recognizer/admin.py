@@ -163,6 +163,7 @@ class SubmissionAdmin(admin.ModelAdmin):
         "model_version",
         "status",
         "source",
+        "superseded",
     ]
     actions = [
         "accept_user_label",
@@ -195,6 +196,8 @@ class SubmissionAdmin(admin.ModelAdmin):
         "name",
         "owner",
         "strokes",
+        "drawing_uuid",
+        "superseded",
         "correct_label",
         "labelled_at",
         "reviewed_by",
