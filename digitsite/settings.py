@@ -199,8 +199,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # results live in the database rows, not in the broker
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Acknowledgement is set per task in one place: recognizer/queue.py (RELIABLE_DELIVERY).
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
@@ -238,7 +237,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# --- Batch jobs (recognizer/batches.py, /api/v1/batches/) ----------------------------------------
+# --- Batch jobs (recognizer/batches/, /api/v1/batches/) -----------------------------------------
 # Images in one job, and bytes of one job: its request body, and its images once unpacked from
 # base64 or a ZIP (which also bounds what a ZIP or gzip bomb can make the server inflate).
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=10_000)

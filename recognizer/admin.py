@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from PIL import Image
 
-from recognizer import model_registry, review, services
-from recognizer.models import BatchJob, ModelVersion, Submission
+from recognizer import model_registry, queue, review, services
+from recognizer.models import DIGITS, BatchJob, ModelVersion, Submission
 
 THUMBNAIL_PX = 84
 
@@ -122,10 +122,10 @@ class LabelledDigitFilter(admin.SimpleListFilter):
     parameter_name = "labelled_digit"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        return [(str(d), str(d)) for d in range(10)]
+        return [(str(d), str(d)) for d in DIGITS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in {str(d) for d in range(10)}:
+        if self.value() in {str(d) for d in DIGITS}:
             return queryset.filter(correct_label=int(self.value()))
         return queryset
 
@@ -167,7 +167,7 @@ class SubmissionAdmin(admin.ModelAdmin):
     ]
     actions = [
         "accept_user_label",
-        *[_label_action(digit) for digit in range(10)],
+        *[_label_action(digit) for digit in DIGITS],
         "exclude_not_a_digit",
     ]
     search_fields = ["=id", "name"]
@@ -345,12 +345,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retrain now (fine-tune the active version; runs in the background)")
     def retrain_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from worker.tasks import retrain
-
-        try:
-            retrain.apply_async(kwargs={"requested_by": request.user.get_username()})
-        except Exception as exc:  # kombu raises several types for an unreachable broker
-            self.message_user(request, f"Could not reach the broker: {exc}", messages.ERROR)
+        if not queue.send(queue.RETRAIN, requested_by=request.user.get_username()):
+            self.message_user(
+                request, "Could not reach the broker; nothing was queued.", messages.ERROR
+            )
             return
         self.message_user(
             request,

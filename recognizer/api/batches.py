@@ -6,7 +6,7 @@
     GET    /api/v1/batches/{id}/results/  {"results": [...], "next": url|null}; ?format=csv streams
     DELETE /api/v1/batches/{id}/          cancel the items not yet scored
 
-The domain is recognizer/batches.py; this module only checks who asks and shapes the answers.
+The domain is recognizer/batches/; this module only checks who asks and shapes the answers.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
-from recognizer import batches
+from recognizer.batches import jobs, parsing
+from recognizer.batches import results as batch_results
+from recognizer.errors import DomainError
 from recognizer.models import BatchJob, Submission
-from recognizer.services import SubmissionError
 
 # --- Serializers --------------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class BatchJSONParser(BaseParser):
     ) -> object:
         body = stream.read(settings.BATCH_MAX_BYTES + 1) if stream is not None else b""
         if len(body) > settings.BATCH_MAX_BYTES:
-            raise batches.too_large_error()
+            raise parsing.too_large_error()
         try:
             return json.loads(body)
         except ValueError as exc:
@@ -195,13 +196,13 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         summary="Create a batch job: many images, a ZIP, or an N x 28 x 28 array",
     )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        batches.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
+        parsing.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
         try:
             data, files = request.data, request.FILES
         except TooManyFilesSent:
-            raise batches.too_many_items_error() from None
-        items = batches.parse_request(data=data, files=files)
-        job = batches.create_job(owner=request.user, items=items)
+            raise parsing.too_many_items_error() from None
+        items = parsing.parse_request(data=data, files=files)
+        job = jobs.create_job(owner=request.user, items=items)
         body = BatchJobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
@@ -219,7 +220,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         summary="Cancel the items not yet scored (the job and its results stay)",
     )
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
-        job = batches.cancel_job(job=self.get_object())
+        job = jobs.cancel_job(job=self.get_object())
         return Response(self.get_serializer(job).data)
 
     @extend_schema(
@@ -250,7 +251,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         job = self.get_object()
         if request.accepted_renderer.format == "csv":
             response = StreamingHttpResponse(
-                batches.csv_lines(job=job), content_type="text/csv; charset=utf-8"
+                batch_results.csv_lines(job=job), content_type="text/csv; charset=utf-8"
             )
             response["Content-Disposition"] = f'attachment; filename="batch-{job.pk}.csv"'
             return response
@@ -262,13 +263,13 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             low=1,
             high=settings.BATCH_RESULTS_PAGE_SIZE,
         )
-        results, next_after = batches.results_page(job=job, after=after, limit=limit)
+        rows, next_after = batch_results.results_page(job=job, after=after, limit=limit)
         next_url = None
         if next_after is not None:
             query = request.query_params.copy()
             query["after"] = str(next_after)
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-        return Response({"results": results, "next": next_url})
+        return Response({"results": rows, "next": next_url})
 
 
 def _int_param(
@@ -280,8 +281,8 @@ def _int_param(
     try:
         value = int(raw)
     except ValueError:
-        raise SubmissionError("invalid", f"{name} must be an integer") from None
+        raise DomainError("invalid", f"{name} must be an integer") from None
     if value < low or (high is not None and value > high):
         bound = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise SubmissionError("invalid", f"{name} must be {bound}")
+        raise DomainError("invalid", f"{name} must be {bound}")
     return value

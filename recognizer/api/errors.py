@@ -1,6 +1,7 @@
 """Every API error has one shape: {"code": "<stable code>", "message": "<for people>", "errors"?}.
 
-Clients branch on `code`; `errors` keeps DRF's per-field detail when there is some.
+Clients branch on `code`; `errors` keeps DRF's per-field detail when there is some. The domain
+raises DomainError with a code and a message; the HTTP status of each code is chosen here only.
 """
 
 from __future__ import annotations
@@ -10,12 +11,27 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from recognizer.services import SubmissionError
+from recognizer.errors import DomainError
+
+# A domain code not named here is a 400.
+STATUS_OF_CODE = {
+    "image_too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    "strokes_too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    "batch_too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    "too_many_items": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    "unsupported_file": status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    "not_done": status.HTTP_409_CONFLICT,
+    "already_done": status.HTTP_409_CONFLICT,
+    "no_input": status.HTTP_404_NOT_FOUND,
+}
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    if isinstance(exc, SubmissionError):
-        return Response({"code": exc.code, "message": exc.message}, status=exc.status)
+    if isinstance(exc, DomainError):
+        return Response(
+            {"code": exc.code, "message": exc.message},
+            status=STATUS_OF_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST),
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"code": "request_too_large", "message": "the request body is too large"},

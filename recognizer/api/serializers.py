@@ -2,15 +2,14 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from recognizer import services
-from recognizer.models import Submission
+from recognizer.images import check_image_size, decode_base64_image
+from recognizer.models import Submission, check_digit, not_a_digit
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -21,11 +20,10 @@ class ImageField(serializers.Field):
 
     def to_internal_value(self, data: object) -> bytes:
         if isinstance(data, UploadedFile):
-            if data.size > settings.MAX_IMAGE_BYTES:
-                raise services.image_too_large_error()
+            check_image_size(data.size or 0)
             return data.read()
         if isinstance(data, str):
-            return services.decode_base64_image(data)
+            return decode_base64_image(data)
         self.fail("invalid")
 
 
@@ -106,17 +104,16 @@ class SubmissionSerializer(serializers.ModelSerializer):
         )
 
 
-_NOT_A_DIGIT = "correct_label must be a digit from 0 to 9"
-
-
 class LabelSerializer(serializers.Serializer):
-    # One stable code for every way a label can be wrong, so clients branch on `invalid_label`.
-    correct_label = serializers.IntegerField(min_value=0, max_value=9)
+    correct_label = serializers.IntegerField()
+
+    def validate_correct_label(self, value: int) -> int:
+        return check_digit(value)
 
     def is_valid(self, *, raise_exception: bool = False) -> bool:
+        # One stable code for every way a label can be wrong (missing, not a number, not a digit),
+        # so clients branch on `invalid_label`.
         valid = super().is_valid()
         if not valid and raise_exception:
-            raise serializers.ValidationError(
-                {"correct_label": [_NOT_A_DIGIT]}, code="invalid_label"
-            )
+            raise not_a_digit()
         return valid

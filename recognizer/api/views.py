@@ -18,6 +18,7 @@ from recognizer.api.serializers import (
     SubmissionCreateSerializer,
     SubmissionSerializer,
 )
+from recognizer.errors import DomainError
 from recognizer.models import Submission
 
 
@@ -67,7 +68,7 @@ class SubmissionViewSet(
             try:
                 seconds = float(wait)
             except ValueError:
-                raise services.SubmissionError("invalid_wait", "wait must be a number") from None
+                raise DomainError("invalid_wait", "wait must be a number") from None
             submission = services.wait_for_answer(submission=submission, seconds=seconds)
         return Response(self.get_serializer(submission).data)
 
@@ -78,7 +79,7 @@ class SubmissionViewSet(
     def input_png(self, request: Request, pk: str | None = None) -> HttpResponse:
         submission = self.get_object()
         if not submission.model_input:
-            raise services.SubmissionError("no_input", "no model input yet", status=404)
+            raise DomainError("no_input", "no model input yet")
         response = HttpResponse(services.model_input_png(submission), content_type="image/png")
         response["Cache-Control"] = "public, max-age=86400, immutable"
         return response

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from recognizer import answers
+from recognizer import answer_signal
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def signal(redis_url, settings):
     settings.REDIS_URL = redis_url
     settings.WAIT_RECHECK_SECONDS = 5.0
-    return answers
+    return answer_signal
 
 
 def test_a_waiter_wakes_when_the_answer_is_announced_not_at_its_recheck(signal):

@@ -13,8 +13,9 @@ from django.test import override_settings
 from PIL import Image
 from rest_framework.test import APIClient
 
+from recognizer import queue
 from recognizer.models import Submission
-from tests.factories import SubmissionFactory, blank_png, data_url, digit_png
+from tests.factories import SubmissionFactory, blank_png, data_url, digit_png, record_sent_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +27,8 @@ def client() -> APIClient:
 
 @pytest.fixture
 def enqueued(monkeypatch) -> list[str]:
-    """What would have gone to the broker."""
-    sent: list[str] = []
-    monkeypatch.setattr(
-        "worker.tasks.predict_submission.apply_async",
-        lambda kwargs, **_: sent.append(kwargs["submission_id"]),
-    )
-    return sent
+    """The ids of the submissions that would have gone to the broker."""
+    return record_sent_tasks(monkeypatch, queue.PREDICT_SUBMISSION, key="submission_id")
 
 
 def post_json(client: APIClient, body: dict):
