@@ -209,6 +209,10 @@ CELERY_TASK_ROUTES = {
     "recognizer.score_batch_chunk": {"queue": "batch"},
     "recognizer.sweep_stalled_batches": {"queue": "batch"},
 }
+# Dynamic batching in the interactive worker (celery-batches): one forward pass over up to this
+# many queued drawings, or over what arrived within this many seconds of the first.
+INTERACTIVE_BATCH_SIZE = env.int("INTERACTIVE_BATCH_SIZE", default=64)
+INTERACTIVE_BATCH_WAIT_SECONDS = env.float("INTERACTIVE_BATCH_WAIT_SECONDS", default=0.003)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=30)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60)
 # A submit must answer quickly even when the broker is down: the sweeper enqueues it later.

@@ -73,10 +73,9 @@ def announce(submission_ids: Iterable[UUID | str]) -> None:
 
 def wait(submission_id: UUID | str, seconds: float, finished: Callable[[], bool]) -> bool:
     """Block up to `seconds` until `finished()` (which reads the row) is true; return its last
-    value. `finished` runs first, after each signal and every WAIT_RECHECK_SECONDS."""
+    value. `finished` runs after each signal and every WAIT_RECHECK_SECONDS; the caller has just
+    read the row, so not before the first wait."""
     deadline = time.monotonic() + seconds
-    if finished():
-        return True
     while (left := deadline - time.monotonic()) > 0:
         step = min(left, settings.WAIT_RECHECK_SECONDS)
         try:

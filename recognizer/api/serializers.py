@@ -44,6 +44,12 @@ class StrokesField(serializers.JSONField):
 class SubmissionCreateSerializer(serializers.Serializer):
     image = ImageField()
     strokes = StrokesField(required=False, allow_null=True)
+    drawing = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="The client's id for the drawing this is a state of (the page sends one per "
+        "drawing, at every pen-up): a new submission supersedes the drawing's earlier ones.",
+    )
     source = serializers.ChoiceField(
         choices=[Submission.Source.PAGE, Submission.Source.API],
         default=Submission.Source.API,
