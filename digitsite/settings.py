@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -18,13 +19,24 @@ VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 env = environ.Env()
 
 
-def _secret_key() -> str:
-    """SECRET_KEY from the environment (or a *_FILE path); otherwise a development key kept in
-    var/ (ignored by git), so sessions survive restarts and no secret is ever committed."""
+# The names a development service answers to: only such a service may run on a generated key.
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "testserver"}
+
+
+def _secret_key(*, debug: bool, allowed_hosts: list[str]) -> str:
+    """SECRET_KEY from the environment (or a *_FILE path). Without one, a development service
+    (DEBUG on, or answering to this machine's names only, as `make run` and the tests do) keeps a
+    generated key in var/ (ignored by git); any other refuses to start, because a key made up at
+    start would differ between processes and forge-proof nothing an operator can rotate."""
     if key := env.str("SECRET_KEY", default=""):
         return key
     if key_file := env.str("SECRET_KEY_FILE", default=""):
         return Path(key_file).read_text().strip()
+    if not debug and not set(allowed_hosts) <= LOCAL_HOSTS:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off and ALLOWED_HOSTS "
+            f"names other hosts than {sorted(LOCAL_HOSTS)}; see .env.example"
+        )
     path = VAR_DIR / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +45,9 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+SECRET_KEY = _secret_key(debug=DEBUG, allowed_hosts=ALLOWED_HOSTS)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -152,6 +164,18 @@ MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=2 * 1024 * 1024)
 MAX_STROKES_BYTES = env.int("MAX_STROKES_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
+# Decoded size of one image, checked from its header before any pixel is decoded (API drawings,
+# batch items on arrival and in the worker). Decoding costs ~10 bytes a pixel: 4 Mpx is ~40 MiB.
+PREPROCESS_MAX_PIXELS = env.int("PREPROCESS_MAX_PIXELS", default=4 * 1024 * 1024)
+PREPROCESS_MAX_SIDE = env.int("PREPROCESS_MAX_SIDE", default=4096)
+# The admin shows an original as sent only when its header says it is at most this many pixels
+# (the page's canvas is 280x280); otherwise only the stored 28x28 model input.
+ADMIN_PREVIEW_MAX_PIXELS = env.int("ADMIN_PREVIEW_MAX_PIXELS", default=1024 * 1024)
+# JSON bodies (and the strokes field): deeper nesting is a parse_error, before anything recurses.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=16)
+# Pen strokes: at most this many strokes, and points over all of them.
+MAX_STROKES = env.int("MAX_STROKES", default=200)
+MAX_STROKE_POINTS = env.int("MAX_STROKE_POINTS", default=20_000)
 # The longest a GET on a submission may hold the connection waiting for the answer.
 MAX_WAIT_SECONDS = env.float("MAX_WAIT_SECONDS", default=10.0)
 # A waiting request blocks on a Redis signal from the worker (recognizer/answers.py) and reads the
@@ -272,7 +296,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "recognizer.api.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -281,7 +305,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="600/min"),
+        "label": env.str("THROTTLE_LABEL", default="30/min"),
     },
+    # Reverse proxies in front of the web process. 0: a client's address is the socket's and
+    # X-Forwarded-For is ignored (anyone can forge it); 1 behind one proxy (nginx, a load
+    # balancer) that appends the address it saw, and so on. Throttles key on this address.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Digit recognition API",
@@ -305,5 +334,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
-# Seconds /readyz waits for a Celery worker to answer its ping.
+# Seconds /readyz waits for a Celery worker to answer its ping, and how long one answer is reused
+# (so a flood of probes costs one check per interval, not a thread each).
 READINESS_WORKER_PING_TIMEOUT = env.float("READINESS_WORKER_PING_TIMEOUT", default=1.0)
+READINESS_CACHE_SECONDS = env.float("READINESS_CACHE_SECONDS", default=2.0)
+# The Retry-After (seconds) of the 503 a request gets while the database is unreachable.
+DATABASE_RETRY_AFTER = env.int("DATABASE_RETRY_AFTER", default=5)

@@ -12,7 +12,6 @@ centre of mass sits at the centre, normalise with MNIST's mean and standard devi
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -30,8 +29,6 @@ DIGIT_BOX = 20
 CENTRE = 14.0
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
-MAX_PIXELS = int(os.environ.get("PREPROCESS_MAX_PIXELS", 4096 * 4096))
-MAX_SIDE = int(os.environ.get("PREPROCESS_MAX_SIDE", 8192))
 
 # Ink is whatever differs from the background by more than this share of full scale; below it is
 # paper grain, JPEG noise or antialiasing fuzz.
@@ -60,59 +57,87 @@ class EmptyDrawing(PreprocessError):
 
 
 @dataclass(frozen=True)
+class ImageLimits:
+    """The largest image decoded, checked from its header before any pixel is. The service passes
+    its settings (PREPROCESS_MAX_PIXELS, PREPROCESS_MAX_SIDE); decoding costs ~10 bytes a pixel,
+    so the default 4 Mpx bounds one image at ~40 MiB."""
+
+    max_pixels: int = 4 * 1024 * 1024
+    max_side: int = 4096
+
+    def check(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels or max(width, height) > self.max_side:
+            raise ImageTooLarge(
+                f"{width}x{height} is over the limit of {self.max_pixels} pixels "
+                f"or {self.max_side} px a side"
+            )
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+@dataclass(frozen=True)
 class Preprocessed:
     tensor: torch.Tensor  # 1 x 28 x 28 float32, normalised: the model's input
     image: np.ndarray  # 28 x 28 uint8, white ink on black: what the model saw, to store and show
 
 
-def preprocess_bytes(data: bytes) -> Preprocessed:
+def preprocess_bytes(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> Preprocessed:
     """Decode a PNG, JPEG or WebP drawing and turn it into the model's input."""
-    ink = decode_ink(data)
+    ink = decode_ink(data, limits=limits)
     return preprocess_ink(ink)
 
 
-def preprocess_array(pixels: np.ndarray) -> Preprocessed:
+def preprocess_array(pixels: np.ndarray, *, limits: ImageLimits = DEFAULT_LIMITS) -> Preprocessed:
     """The same pipeline for a grayscale array (a 28x28 MNIST digit or any drawing as numbers)."""
     if pixels.ndim != 2 or min(pixels.shape) < 1:
         raise InvalidImage(f"expected a 2-D grayscale array, got shape {pixels.shape}")
-    batch = preprocess_arrays(pixels[None])
+    batch = preprocess_arrays(pixels[None], limits=limits)
     if batch.errors[0] is not None:
         raise batch.errors[0]
     return Preprocessed(tensor=to_model_input(batch.images[0])[0], image=batch.images[0])
 
 
-def decode_ink(data: bytes) -> np.ndarray:
-    """Decode image bytes to an ink map in [0, 1] (1 = full ink), whatever the polarity or alpha."""
+def open_image(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Open a PNG, JPEG or WebP and check its size from the header: nothing is decoded yet, so a
+    few hundred bytes that claim 20000x20000 pixels cost nothing. The caller decodes (`load()`),
+    which never makes more pixels than the header checked here said."""
     try:
         with warnings.catch_warnings():
-            # Pillow warns before it refuses; our own limit below speaks first.
+            # Pillow warns before it refuses; our own limit speaks first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            width, height = image.size
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                raise ImageTooLarge(
-                    f"{width}x{height} is over the limit of {MAX_PIXELS} pixels "
-                    f"or {MAX_SIDE} px a side"
-                )
-            image.load()
-    except PreprocessError:
-        raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise InvalidImage("not a PNG, JPEG or WebP image") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"the image could not be read: {exc}") from exc
+    limits.check(*image.size)
+    return image
+
+
+def decode_ink(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode image bytes to an ink map in [0, 1] (1 = full ink), whatever the polarity or alpha."""
+    image = open_image(data, limits=limits)
+    try:
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidImage(f"the image could not be decoded: {exc}") from exc
 
     image = _upright(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-        alpha = rgba[..., 3]
+        rgba = image.convert("RGBA")
+        # One float band, not four: a few megapixels must not cost hundreds of MiB.
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
         # A canvas with a transparent background: the paint is where alpha is, whatever its colour.
         if alpha.min() < 0.99:
             return alpha
-        gray = np.asarray(image.convert("RGBA").convert("L"), dtype=np.float32) / 255.0
+        del alpha
+        gray = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
     elif image.mode.startswith("I;16"):
         # Pillow's convert("L") clips 16-bit greyscale at 255 instead of scaling it.
         gray = np.asarray(image, dtype=np.float32) / 65535.0
@@ -165,13 +190,14 @@ class PreprocessedBatch:
         return np.array([i for i, error in enumerate(self.errors) if error is None], dtype=np.int64)
 
 
-def preprocess_arrays(pixels: np.ndarray) -> PreprocessedBatch:
+def preprocess_arrays(
+    pixels: np.ndarray, *, limits: ImageLimits = DEFAULT_LIMITS
+) -> PreprocessedBatch:
     """`preprocess_array` for N grayscale images at once (N x H x W, e.g. a .npy or IDX file's
     digits), with no image library in the way: numbers in, numbers out."""
     if pixels.ndim != 3 or min(pixels.shape[1:]) < 1:
         raise InvalidImage(f"expected N x H x W grayscale arrays, got shape {pixels.shape}")
-    if pixels.shape[1] * pixels.shape[2] > MAX_PIXELS:
-        raise ImageTooLarge(f"{pixels.shape[2]}x{pixels.shape[1]} is over {MAX_PIXELS} pixels")
+    limits.check(pixels.shape[2], pixels.shape[1])
     step = max(1, FRAME_PIXELS_PER_CALL // (pixels.shape[1] * pixels.shape[2]))
     parts = [_frame_gray(pixels[start : start + step]) for start in range(0, len(pixels), step)]
     if not parts:
@@ -194,14 +220,16 @@ def _frame_gray(pixels: np.ndarray) -> PreprocessedBatch:
 FRAME_PIXELS_PER_CALL = 2_000_000
 
 
-def preprocess_many(images: list[bytes]) -> PreprocessedBatch:
+def preprocess_many(
+    images: list[bytes], *, limits: ImageLimits = DEFAULT_LIMITS
+) -> PreprocessedBatch:
     """`preprocess_bytes` for many images: each one decoded, then all framed in batches of one
     size (a job's canvases usually share theirs). A bad image fails alone with its reason."""
     errors: list[PreprocessError | None] = [None] * len(images)
     by_shape: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
     for index, data in enumerate(images):
         try:
-            ink = decode_ink(data)
+            ink = decode_ink(data, limits=limits)
         except PreprocessError as exc:
             errors[index] = exc
             continue

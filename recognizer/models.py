@@ -185,6 +185,9 @@ class ModelVersion(models.Model):
                 fields=["status"], condition=Q(status="active"), name="one_active_model_version"
             )
         ]
+        permissions = [
+            ("manage_models", "Can promote, roll back and retrain model versions"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"

@@ -11,8 +11,6 @@ The domain is recognizer/batches/; this module only checks who asks and shapes t
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.core.exceptions import TooManyFilesSent
 from django.db.models import QuerySet
@@ -23,16 +21,16 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
+from recognizer.api.parsers import JSONParser
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
 from recognizer.errors import DomainError
@@ -125,23 +123,15 @@ class CSVRenderer(BaseRenderer):
         return b""
 
 
-class BatchJSONParser(BaseParser):
+class BatchJSONParser(JSONParser):
     """JSON bounded by BATCH_MAX_BYTES rather than DATA_UPLOAD_MAX_MEMORY_SIZE (the cap of a single
-    drawing's request): DRF reads a JSONParser's body through `request.body`, which applies the
-    smaller cap, so this one reads the stream itself."""
+    drawing's request), with the same depth limit."""
 
-    media_type = "application/json"
+    def max_bytes(self) -> int:
+        return settings.BATCH_MAX_BYTES
 
-    def parse(
-        self, stream: object, media_type: str | None = None, parser_context: dict | None = None
-    ) -> object:
-        body = stream.read(settings.BATCH_MAX_BYTES + 1) if stream is not None else b""
-        if len(body) > settings.BATCH_MAX_BYTES:
-            raise parsing.too_large_error()
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ParseError(f"JSON parse error: {exc}") from exc
+    def too_large(self) -> DomainError:
+        return parsing.too_large_error()
 
 
 class FormatFirstNegotiation(DefaultContentNegotiation):

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-import json
-
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from recognizer import limits, ownership
+from recognizer.errors import DomainError
 from recognizer.images import check_image_size, decode_base64_image
 from recognizer.models import Submission, check_digit, not_a_digit
 
@@ -27,18 +28,45 @@ class ImageField(serializers.Field):
         self.fail("invalid")
 
 
-class StrokesField(serializers.JSONField):
-    """Pen strokes as JSON; multipart clients send them as a JSON string."""
+@extend_schema_field(
+    {
+        "type": "array",
+        "description": "Pen strokes: a list of strokes, each a list of points [x, y] or "
+        "[x, y, t] (numbers). Multipart clients send the same as a JSON string.",
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 2,
+                "maxItems": 3,
+            },
+        },
+        "maxItems": settings.MAX_STROKES,
+        "nullable": True,
+    }
+)
+class StrokesField(serializers.Field):
+    """Pen strokes as JSON (checked for shape here, for size by the service); multipart clients
+    send them as a JSON string, parsed with the same depth limit as a JSON body."""
 
     def to_internal_value(self, data: object) -> object:
         if isinstance(data, str):
+            if len(data) > settings.MAX_STROKES_BYTES:
+                raise DomainError(
+                    "strokes_too_large",
+                    f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes",
+                )
             try:
-                data = json.loads(data)
+                data = limits.loads(data)
             except ValueError as exc:
                 raise serializers.ValidationError(
                     "strokes is not valid JSON", code="invalid_strokes"
                 ) from exc
-        return super().to_internal_value(data)
+        return limits.validate_strokes(data)
+
+    def to_representation(self, value: object) -> object:
+        return value
 
 
 class SubmissionCreateSerializer(serializers.Serializer):
@@ -58,10 +86,16 @@ class SubmissionCreateSerializer(serializers.Serializer):
 
 class SubmissionCreatedSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    label_token = serializers.SerializerMethodField(
+        help_text="Send it back with a label: only the client that sent a drawing may label it."
+    )
 
     class Meta:
         model = Submission
-        fields = ["id", "status", "url"]
+        fields = ["id", "status", "url", "label_token"]
+
+    def get_label_token(self, submission: Submission) -> str:
+        return ownership.label_token(submission.pk)
 
     def get_url(self, submission: Submission) -> str:
         return self.context["request"].build_absolute_uri(
@@ -110,8 +144,28 @@ class SubmissionSerializer(serializers.ModelSerializer):
         )
 
 
+class SubmissionAnsweredSerializer(SubmissionSerializer):
+    """A POST ?wait= answered in time: GET's body, and the label_token of the 202 answer."""
+
+    label_token = serializers.SerializerMethodField(
+        help_text="Send it with a label: only the client that sent the drawing may label it."
+    )
+
+    class Meta(SubmissionSerializer.Meta):
+        fields = [*SubmissionSerializer.Meta.fields, "label_token"]
+        read_only_fields = fields
+
+    def get_label_token(self, submission: Submission) -> str:
+        return ownership.label_token(submission.pk)
+
+
 class LabelSerializer(serializers.Serializer):
     correct_label = serializers.IntegerField()
+    label_token = serializers.CharField(
+        required=False,
+        max_length=128,
+        help_text="The label_token of the submission's POST answer (not needed by its owner).",
+    )
 
     def validate_correct_label(self, value: int) -> int:
         return check_digit(value)

@@ -12,12 +12,18 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, BaseThrottle, UserRateThrottle
+from rest_framework.throttling import (
+    AnonRateThrottle,
+    BaseThrottle,
+    SimpleRateThrottle,
+    UserRateThrottle,
+)
 
-from recognizer import services
+from recognizer import limits, ownership, services
 from recognizer.answers import FINISHED
 from recognizer.api.serializers import (
     LabelSerializer,
+    SubmissionAnsweredSerializer,
     SubmissionCreatedSerializer,
     SubmissionCreateSerializer,
     SubmissionSerializer,
@@ -48,6 +54,17 @@ def wait_seconds(request: Request) -> float:
     return min(max(seconds, 0.0), settings.MAX_WAIT_SECONDS)
 
 
+class LabelRateThrottle(SimpleRateThrottle):
+    """THROTTLE_LABEL per user, or per client address (see NUM_PROXIES) for anonymous clients."""
+
+    scope = "label"
+
+    def get_cache_key(self, request: Request, view: object) -> str:
+        user = request.user
+        ident = f"user-{user.pk}" if user and user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
 class SubmissionViewSet(
     mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -55,10 +72,20 @@ class SubmissionViewSet(
     queryset = Submission.objects.defer("image", "strokes")
     serializer_class = SubmissionSerializer
 
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        # Before authentication too: session authentication's CSRF check may parse the body.
+        if self.action in ("create", "label"):
+            limits.check_content_length(
+                request.META, limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE, code="request_too_large"
+            )
+        super().initial(request, *args, **kwargs)
+
     def get_throttles(self) -> list[BaseThrottle]:
-        # Creating work is throttled; polling for an answer and labelling are not.
+        # Creating work and labelling are throttled; polling for an answer is not.
         if self.action == "create":
             return [AnonRateThrottle(), UserRateThrottle()]
+        if self.action == "label":
+            return [LabelRateThrottle()]
         return []
 
     @extend_schema(
@@ -66,7 +93,7 @@ class SubmissionViewSet(
         parameters=[WAIT_PARAMETER],
         responses={
             200: OpenApiResponse(
-                SubmissionSerializer,
+                SubmissionAnsweredSerializer,
                 description="With ?wait=N: answered (done or failed) within N seconds; the same "
                 "body as GET.",
             ),
@@ -93,7 +120,7 @@ class SubmissionViewSet(
             submission = services.wait_for_answer(submission=submission, seconds=seconds)
         context = {"request": request}
         if submission.status in FINISHED:
-            body = SubmissionSerializer(submission, context=context).data
+            body = SubmissionAnsweredSerializer(submission, context=context).data
             return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})
         body = SubmissionCreatedSerializer(submission, context=context).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
@@ -128,6 +155,12 @@ class SubmissionViewSet(
         submission = self.get_object()
         serializer = LabelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        token = serializer.validated_data.get("label_token")
+        if not ownership.may_label(submission=submission, user=request.user, token=token):
+            raise DomainError(
+                "permission_denied",
+                "only the client that sent this drawing may label it (send its label_token)",
+            )
         submission = services.label_submission(
             submission=submission, correct_label=serializer.validated_data["correct_label"]
         )

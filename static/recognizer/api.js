@@ -52,8 +52,9 @@ export function sameOriginPath(url) {
 
 /**
  * POST a drawing and let the server hold the request until the answer is there (?wait=). Resolves
- * to the finished submission (200), or to {id, status: "queued", url} (202) when the wait ran out.
- * `drawing` is the drawing's id: the server supersedes its earlier submissions.
+ * to the finished submission (200), or to {id, status: "queued", url} (202) when the wait ran out;
+ * either has the `label_token` that labelling it needs. `drawing` is the drawing's id: the server
+ * supersedes its earlier submissions.
  */
 export function submitDrawing(apiBase, { image, strokes, drawing }, { signal, timeoutMs } = {}) {
   const waitSeconds = Math.min(LONG_POLL_SECONDS, (timeoutMs ?? LONG_POLL_SECONDS * 1000) / 1000);
@@ -121,11 +122,14 @@ export async function waitForAnswer(url, { timeoutMs, signal, onProgress } = {})
   throw new ApiError("timeout", `Timed out: no answer after ${seconds} s. Your drawing is kept; press Retry.`);
 }
 
-/** Tell the API which digit it really was; resolves to the updated submission. */
-export function sendLabel(submissionUrl, digit, { signal } = {}) {
+/**
+ * Tell the API which digit it really was; resolves to the updated submission. `labelToken` is the
+ * label_token of the submit's answer: only the client that sent a drawing may label it.
+ */
+export function sendLabel(submissionUrl, digit, { signal, labelToken } = {}) {
   return request(`${withSlash(sameOriginPath(submissionUrl))}label/`, {
     method: "POST",
-    body: { correct_label: digit },
+    body: { correct_label: digit, label_token: labelToken },
     signal,
   });
 }

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from recognizer import queue
 from recognizer.models import Submission
+from recognizer.ownership import label_token
 from tests.factories import SubmissionFactory, blank_png, data_url, digit_png, record_sent_tasks
 
 pytestmark = pytest.mark.django_db
@@ -182,7 +183,9 @@ def test_unknown_submission_is_404_json():
 def test_label_records_flag_or_confirmation(label, flagged):
     submission = SubmissionFactory(status="done", prediction=3, confidence=0.9)
     response = APIClient().post(
-        f"/api/v1/submissions/{submission.pk}/label/", {"correct_label": label}, format="json"
+        f"/api/v1/submissions/{submission.pk}/label/",
+        {"correct_label": label, "label_token": label_token(submission.pk)},
+        format="json",
     )
     assert response.status_code == 200
     assert response.json()["flagged"] is flagged
@@ -207,7 +210,9 @@ def test_bad_label_is_400(label):
 def test_label_before_the_answer_is_409():
     submission = SubmissionFactory(status="queued")
     response = APIClient().post(
-        f"/api/v1/submissions/{submission.pk}/label/", {"correct_label": 3}, format="json"
+        f"/api/v1/submissions/{submission.pk}/label/",
+        {"correct_label": 3, "label_token": label_token(submission.pk)},
+        format="json",
     )
     assert response.status_code == 409
     assert response.json()["code"] == "not_done"
