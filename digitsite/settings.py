@@ -321,6 +321,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SubmissionStatusEnum": "recognizer.models.Submission.Status",
         "BatchStatusEnum": "recognizer.models.BatchJob.Status",
+        # Where a submission came from, and the two a client may say when it sends one.
+        "SubmissionSourceEnum": "recognizer.models.Submission.Source",
+        "ClientSourceEnum": [("page", "page"), ("api", "api")],
     },
 }
 

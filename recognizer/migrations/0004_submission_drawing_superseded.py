@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('recognizer', '0002_model_version_history'),
+        ('recognizer', '0003_model_version_manage_permission'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
