@@ -26,10 +26,10 @@ from recognizer import answer_signal, answers, queue
 from recognizer.answers import FINISHED, Predictor
 from recognizer.errors import DomainError
 from recognizer.images import check_image_size, sniff_content_type
-from recognizer.models import Submission, check_digit
+from recognizer.models import Submission, check_digit, signed_in
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 # --- Accepting a drawing ------------------------------------------------------------------------
 
@@ -51,7 +51,7 @@ def create_submission(
     image: bytes,
     source: str = Submission.Source.API,
     strokes: object = None,
-    owner: AbstractBaseUser | AnonymousUser | None = None,
+    owner: User | AnonymousUser | None = None,
     drawing: UUID | None = None,
 ) -> Submission:
     """Validate and preprocess a drawing, store it, and enqueue it once the transaction commits.
@@ -74,7 +74,7 @@ def create_submission(
             content_type=sniff_content_type(image),
             strokes=strokes,
             source=source,
-            owner=owner if owner is not None and owner.is_authenticated else None,
+            owner=signed_in(owner),
             model_input=preprocessed.image.tobytes(),
             queued_at=timezone.now(),
             attempts=1,  # counted here, in the same commit, rather than by enqueue()
@@ -106,7 +106,7 @@ def enqueue(*, submission_id: UUID | str) -> bool:
 
 
 def model_input_array(submission: Submission) -> np.ndarray:
-    return np.frombuffer(bytes(submission.model_input), dtype=np.uint8).reshape(28, 28)
+    return np.frombuffer(bytes(submission.model_input or b""), dtype=np.uint8).reshape(28, 28)
 
 
 def record_prediction(

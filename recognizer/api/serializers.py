@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
@@ -50,7 +52,7 @@ class StrokesField(serializers.Field):
     """Pen strokes as JSON (checked for shape here, for size by the service); multipart clients
     send them as a JSON string, parsed with the same depth limit as a JSON body."""
 
-    def to_internal_value(self, data: object) -> object:
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, str):
             if len(data) > settings.MAX_STROKES_BYTES:
                 raise DomainError(
@@ -78,7 +80,8 @@ class SubmissionCreateSerializer(serializers.Serializer):
         help_text="The client's id for the drawing this is a state of (the page sends one per "
         "drawing, at every pen-up): a new submission supersedes the drawing's earlier ones.",
     )
-    source = serializers.ChoiceField(
+    # DRF's metaclass moves declared fields off the class, so this does not shadow Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=[Submission.Source.PAGE, Submission.Source.API],
         default=Submission.Source.API,
     )

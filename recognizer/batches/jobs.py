@@ -19,10 +19,10 @@ from recognizer.errors import DomainError
 from recognizer.models import BatchJob, Submission
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 
-def create_job(*, owner: AbstractBaseUser, items: list[Item]) -> BatchJob:
+def create_job(*, owner: User, items: list[Item]) -> BatchJob:
     """Store the job and its items in one transaction; chunks are enqueued once it commits."""
     check_count(len(items))
     now = timezone.now()

@@ -28,7 +28,11 @@ from tests.conftest import require
 from tests.factories import data_url
 from tests.recognizer.drawings import store_reviewed, thick_pen_drawings
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("requires_full_mnist"),
+]
 
 DRAWINGS = 400  # reviewed thick-pen drawings; 20% of them (by id) form the holdout
 SHORT = {"epochs": 2, "mnist_limit": 8000, "ema_decay": 0.98, "seed": 1}
