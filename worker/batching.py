@@ -39,7 +39,9 @@ class ReliableBatches(Batches):
 
     def Strategy(self, task: Batches, app: Celery, consumer: Consumer) -> Callable:  # noqa: N802
         # Called as the consumer starts, just before it sets the broker's prefetch count.
-        consumer.initial_prefetch_count = max(consumer.initial_prefetch_count, 2 * self.flush_every)
+        # (Celery's Consumer sets initial_prefetch_count in __init__; its stubs do not declare it.)
+        wanted = max(getattr(consumer, "initial_prefetch_count", 0), 2 * self.flush_every)
+        setattr(consumer, "initial_prefetch_count", wanted)  # noqa: B010
         return super().Strategy(task, app, consumer)
 
     _in_flight = 0
