@@ -8,7 +8,6 @@ Every business rule about a submission lives here or in the modules it names: wh
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.preprocess import PreprocessError, preprocess_bytes
-from recognizer import answer_signal, answers, queue
+from recognizer import answer_signal, answers, limits, queue
 from recognizer.answers import FINISHED, Predictor
 from recognizer.errors import DomainError
 from recognizer.images import check_image_size, sniff_content_type
@@ -32,18 +31,6 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
 
 # --- Accepting a drawing ------------------------------------------------------------------------
-
-
-def validate_strokes(strokes: object) -> object:
-    if strokes is None:
-        return None
-    if not isinstance(strokes, list):
-        raise DomainError("invalid_strokes", "strokes must be a list of strokes")
-    if len(json.dumps(strokes)) > settings.MAX_STROKES_BYTES:
-        raise DomainError(
-            "strokes_too_large", f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes"
-        )
-    return strokes
 
 
 def create_submission(
@@ -62,7 +49,7 @@ def create_submission(
     superseded (kept, but not reviewed or trained on unless labelled). One commit in all.
     """
     check_image_size(len(image))
-    strokes = validate_strokes(strokes)
+    strokes = limits.validate_strokes(strokes)
     try:
         preprocessed = preprocess_bytes(image)
     except PreprocessError as exc:

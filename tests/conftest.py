@@ -49,6 +49,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(config.mnist_scratch, ignore_errors=True)
+    # The very last line of the run, below pytest's own summary.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    skipped = getattr(config, "browser_tests_skipped", 0)
+    if reporter is not None and skipped:
+        reporter.write_line(
+            f"{skipped} browser tests skipped: they drive /usr/bin/chromium through Playwright; "
+            "install it (`sudo apt-get install -y chromium`) and run `make test` again "
+            "(Playwright's own browser download is never used)",
+            yellow=True,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -61,20 +71,16 @@ def requires_full_mnist() -> None:
     )
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """End a run that skipped the browser tests by saying how to enable them."""
-    skipped = [
-        report
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Count the browser tests that skipped (no Chromium); pytest_unconfigure says how to enable
+    them, as the run's last line."""
+    config.browser_tests_skipped = sum(
+        1
         for report in terminalreporter.stats.get("skipped", [])
         if "browser" in getattr(report, "keywords", {})
-    ]
-    if skipped:
-        terminalreporter.write_line(
-            f"{len(skipped)} browser tests skipped: they drive /usr/bin/chromium through "
-            "Playwright; install it (`sudo apt-get install -y chromium`) and run `make test` "
-            "again (Playwright's own browser download is never used)",
-            yellow=True,
-        )
+    )
 
 
 def _with_db(url: str, db: int) -> str:

@@ -33,6 +33,13 @@ def digit_png(digit: int, style: str = "large", nth: int = 0) -> bytes:
     return render_drawn(mnist_digit(digit, nth), style)
 
 
+def npy(array: np.ndarray) -> bytes:
+    """`array` as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 

@@ -37,7 +37,8 @@ def sample_split(name: str) -> Split:
     return Split(images=images, labels=labels)
 
 
-def _idx(array: np.ndarray) -> bytes:
+def idx(array: np.ndarray) -> bytes:
+    """uint8 `array` as the bytes of an IDX file (MNIST's format), uncompressed."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
     header += b"".join(struct.pack(">I", size) for size in array.shape)
     return header + array.astype(np.uint8).tobytes()
@@ -48,8 +49,8 @@ def write_idx(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, (images_file, labels_file) in FILES.items():
         split = sample_split(name)
-        (folder / images_file).write_bytes(gzip.compress(_idx(split.images), mtime=0))
-        (folder / labels_file).write_bytes(gzip.compress(_idx(split.labels), mtime=0))
+        (folder / images_file).write_bytes(gzip.compress(idx(split.images), mtime=0))
+        (folder / labels_file).write_bytes(gzip.compress(idx(split.labels), mtime=0))
     return folder
 
 

@@ -10,7 +10,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recognizer import limits, ownership
-from recognizer.errors import DomainError
 from recognizer.images import check_image_size, decode_base64_image
 from recognizer.models import Submission, check_digit, not_a_digit
 
@@ -54,11 +53,7 @@ class StrokesField(serializers.Field):
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, str):
-            if len(data) > settings.MAX_STROKES_BYTES:
-                raise DomainError(
-                    "strokes_too_large",
-                    f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes",
-                )
+            limits.check_strokes_bytes(len(data))
             try:
                 data = limits.loads(data)
             except ValueError as exc:
