@@ -26,6 +26,7 @@ from recognizer import answers, queue
 from recognizer.answers import FINISHED, Predictor
 from recognizer.errors import DomainError
 from recognizer.images import check_image_size, sniff_content_type
+from recognizer.limits import image_limits
 from recognizer.models import Submission, check_digit
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def create_submission(
     check_image_size(len(image))
     strokes = validate_strokes(strokes)
     try:
-        preprocessed = preprocess_bytes(image)
+        preprocessed = preprocess_bytes(image, limits=image_limits())
     except PreprocessError as exc:
         raise DomainError(exc.code, str(exc)) from exc
 

@@ -33,6 +33,7 @@ from rest_framework.throttling import BaseThrottle, UserRateThrottle
 from recognizer.api.parsers import JSONParser
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
+from recognizer.batches.results import spreadsheet_safe
 from recognizer.errors import DomainError
 from recognizer.models import BatchJob, Submission
 
@@ -118,7 +119,7 @@ class CSVRenderer(BaseRenderer):
         self, data: object, accepted_media_type: str | None = None, renderer_context: dict = None
     ) -> bytes:
         if isinstance(data, dict) and "code" in data:
-            message = str(data.get("message", "")).replace('"', '""')
+            message = spreadsheet_safe(str(data.get("message", ""))).replace('"', '""')
             return f'code,message\r\n{data["code"]},"{message}"\r\n'.encode()
         return b""
 
