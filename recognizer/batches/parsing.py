@@ -214,15 +214,25 @@ def items_from_file(*, stream: io.IOBase, filename: str = "") -> list[Item]:
 
 
 def _gunzip(data: bytes) -> bytes:
-    """Decompress with the job's byte cap, so a gzip bomb stops at BATCH_MAX_BYTES."""
-    inflater = zlib.decompressobj(wbits=31)
+    """Decompress within the job's byte cap. A first pass only counts what the data inflates to,
+    in small pieces it throws away, so a gzip bomb is refused at the cap having held next to
+    nothing; only data that fits is inflated again, to keep."""
+    cap = settings.BATCH_MAX_BYTES
+    counter = zlib.decompressobj(wbits=31)
+    size = 0
+    pending = data
     try:
-        out = inflater.decompress(data, settings.BATCH_MAX_BYTES + 1)
+        while pending and not counter.eof:
+            size += len(counter.decompress(pending, _GUNZIP_PIECE))
+            pending = counter.unconsumed_tail
+            if size > cap:
+                raise too_large_error()
+        return zlib.decompressobj(wbits=31).decompress(data, cap + 1)
     except zlib.error as exc:
         raise DomainError("invalid_file", f"the gzip data is corrupt: {exc}") from exc
-    if len(out) > settings.BATCH_MAX_BYTES:
-        raise too_large_error()
-    return out
+
+
+_GUNZIP_PIECE = 1024 * 1024
 
 
 # --- ZIP ----------------------------------------------------------------------------------------
