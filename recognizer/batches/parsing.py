@@ -91,12 +91,6 @@ def too_large_error() -> DomainError:
     )
 
 
-def check_body_size(*, content_length: int) -> None:
-    """Refuse an oversized body from its Content-Length, before a byte of it is parsed."""
-    if content_length > settings.BATCH_MAX_BYTES:
-        raise too_large_error()
-
-
 def parse_request(*, data: Mapping, files: Mapping) -> list[Item]:
     """The items of a batch request: JSON `{"images": [{"name", "image"}, ...]}`, multipart
     repeated `images` files, or multipart `file` holding a ZIP, a .npy array or an IDX file."""
