@@ -195,10 +195,12 @@ WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=1)
 MODELS_DIR = Path(env.str("MODELS_DIR", default=str(VAR_DIR / "models"))).resolve()
 # Share (percent) of reviewed drawings kept out of training to judge candidates, chosen by id.
 HOLDOUT_PERCENT = env.int("HOLDOUT_PERCENT", default=20)
-# The gate: a candidate is promoted only if it loses at most this many points of MNIST test
-# accuracy, gains at least this many on the drawn holdout, and the holdout has enough drawings.
-RETRAIN_MAX_MNIST_DROP_POINTS = env.float("RETRAIN_MAX_MNIST_DROP_POINTS", default=0.1)
-RETRAIN_MIN_HOLDOUT_GAIN_POINTS = env.float("RETRAIN_MIN_HOLDOUT_GAIN_POINTS", default=0.0)
+# The gate (recognizer/retrain_gate.py) judges the answers both models give to the same images.
+# Promote only if the candidate's gain on the drawn holdout is significant (McNemar's exact test)
+# and its MNIST test loss is shown to be under the margin (a non-inferiority test), both at this
+# level, on a holdout of at least RETRAIN_MIN_HOLDOUT drawings.
+RETRAIN_SIGNIFICANCE = env.float("RETRAIN_SIGNIFICANCE", default=0.05)
+RETRAIN_MNIST_MARGIN_POINTS = env.float("RETRAIN_MNIST_MARGIN_POINTS", default=0.3)
 RETRAIN_MIN_HOLDOUT = env.int("RETRAIN_MIN_HOLDOUT", default=20)
 # The fine-tune schedule (--from-scratch uses ml/train.py's own recipe unless --epochs is given).
 RETRAIN_EPOCHS = env.int("RETRAIN_EPOCHS", default=2)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ml.checkpoint import load_checkpoint
-from ml.data import load_split
+from ml.data import ensure_mnist, load_split
 from ml.drawn import DRAWN_STYLES, render_drawn
 from ml.model import NUM_CLASSES, DigitNet, parameter_count
 from ml.preprocess import preprocess_many, to_model_input
@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--drawn", action="store_true", help="also score re-drawn canvases")
     parser.add_argument("--plots", type=Path, help="write confusion.png and mistakes.png here")
     parser.add_argument("--limit", type=int, help="only the first N test images")
+    parser.add_argument("--download", action="store_true", help="fetch MNIST first if missing")
     args = parser.parse_args(argv)
+    # Missing MNIST: fetched only when asked, else the exit message says where to put it.
+    ensure_mnist(download_if_missing=args.download)
 
     model, _ = load_checkpoint(args.weights)
     test = load_split("test")

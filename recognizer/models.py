@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.db import models
 from django.db.models import F, Q
 
 from recognizer.errors import DomainError
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 # The labels a person can give: the ten digits. Labelling, review and the admin all use this.
 DIGITS = range(10)
+
+
+def signed_in(user: User | AnonymousUser | None) -> User | None:
+    """A request's user as an owner or reviewer: None for an anonymous one."""
+    if user is None or isinstance(user, AnonymousUser):
+        return None
+    return user
 
 
 def not_a_digit() -> DomainError:

@@ -6,32 +6,37 @@ suggestion until a reviewer accepts it: one person flagging nonsense must not te
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.conf import settings
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from recognizer.models import Submission, check_digit
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-def _stamp(reviewer: object) -> dict:
+
+def _stamp(reviewer: User | None) -> dict[str, Any]:
     return {"reviewed_by": reviewer, "reviewed_at": timezone.now()}
 
 
-def accept_user_labels(*, submissions: QuerySet, reviewer: object) -> int:
+def accept_user_labels(*, submissions: QuerySet[Submission], reviewer: User | None) -> int:
     """Take the user's label as the reviewed label; submissions nobody labelled are left alone."""
     return submissions.filter(correct_label__isnull=False).update(
         reviewed_label=F("correct_label"), excluded=False, **_stamp(reviewer)
     )
 
 
-def set_label(*, submissions: QuerySet, label: int, reviewer: object) -> int:
+def set_label(*, submissions: QuerySet[Submission], label: int, reviewer: User | None) -> int:
     check_digit(label)
     return submissions.filter(model_input__isnull=False).update(
         reviewed_label=label, excluded=False, **_stamp(reviewer)
     )
 
 
-def exclude(*, submissions: QuerySet, reviewer: object) -> int:
+def exclude(*, submissions: QuerySet[Submission], reviewer: User | None) -> int:
     """Not a digit, or abuse: never trained on, never counted in live accuracy."""
     return submissions.update(reviewed_label=None, excluded=True, **_stamp(reviewer))
 

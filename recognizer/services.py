@@ -8,7 +8,6 @@ Every business rule about a submission lives here or in the modules it names: wh
 from __future__ import annotations
 
 import io
-import json
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -22,29 +21,16 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.preprocess import PreprocessError, preprocess_bytes
-from recognizer import answers, queue
+from recognizer import answers, limits, queue
 from recognizer.answers import FINISHED, Predictor
 from recognizer.errors import DomainError
 from recognizer.images import check_image_size, sniff_content_type
-from recognizer.limits import image_limits
-from recognizer.models import Submission, check_digit
+from recognizer.models import Submission, check_digit, signed_in
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 # --- Accepting a drawing ------------------------------------------------------------------------
-
-
-def validate_strokes(strokes: object) -> object:
-    if strokes is None:
-        return None
-    if not isinstance(strokes, list):
-        raise DomainError("invalid_strokes", "strokes must be a list of strokes")
-    if len(json.dumps(strokes)) > settings.MAX_STROKES_BYTES:
-        raise DomainError(
-            "strokes_too_large", f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes"
-        )
-    return strokes
 
 
 def create_submission(
@@ -52,7 +38,7 @@ def create_submission(
     image: bytes,
     source: str = Submission.Source.API,
     strokes: object = None,
-    owner: AbstractBaseUser | AnonymousUser | None = None,
+    owner: User | AnonymousUser | None = None,
 ) -> Submission:
     """Validate and preprocess a drawing, store it, and enqueue it once the transaction commits.
 
@@ -60,9 +46,9 @@ def create_submission(
     image or is blank (4xx), and the worker only has to run the network.
     """
     check_image_size(len(image))
-    strokes = validate_strokes(strokes)
+    strokes = limits.validate_strokes(strokes)
     try:
-        preprocessed = preprocess_bytes(image, limits=image_limits())
+        preprocessed = preprocess_bytes(image, limits=limits.image_limits())
     except PreprocessError as exc:
         raise DomainError(exc.code, str(exc)) from exc
 
@@ -72,7 +58,7 @@ def create_submission(
             content_type=sniff_content_type(image),
             strokes=strokes,
             source=source,
-            owner=owner if owner is not None and owner.is_authenticated else None,
+            owner=signed_in(owner),
             model_input=preprocessed.image.tobytes(),
             queued_at=timezone.now(),
         )
@@ -96,7 +82,7 @@ def enqueue(*, submission_id: UUID | str) -> bool:
 
 
 def model_input_array(submission: Submission) -> np.ndarray:
-    return np.frombuffer(bytes(submission.model_input), dtype=np.uint8).reshape(28, 28)
+    return np.frombuffer(bytes(submission.model_input or b""), dtype=np.uint8).reshape(28, 28)
 
 
 def start_processing(*, submission_id: UUID | str) -> Submission | None:

@@ -11,6 +11,9 @@ The domain is recognizer/batches/; this module only checks who asks and shapes t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import TooManyFilesSent
 from django.db.models import QuerySet
@@ -21,6 +24,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
@@ -36,7 +40,7 @@ from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
 from recognizer.batches.results import spreadsheet_safe
 from recognizer.errors import DomainError
-from recognizer.models import BatchJob, Submission
+from recognizer.models import BatchJob, Submission, signed_in
 
 # --- Serializers --------------------------------------------------------------------------------
 
@@ -120,7 +124,10 @@ class CSVRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(
-        self, data: object, accepted_media_type: str | None = None, renderer_context: dict = None
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         if isinstance(data, dict) and "code" in data:
             message = spreadsheet_safe(str(data.get("message", ""))).replace('"', '""')
@@ -144,11 +151,12 @@ class FormatFirstNegotiation(DefaultContentNegotiation):
     `Accept: application/json`, which DRF would otherwise answer with 406."""
 
     def select_renderer(
-        self, request: Request, renderers: list, format_suffix: str | None = None
-    ) -> tuple:
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         wanted = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
         if wanted:
-            renderer = self.filter_renderers(renderers, wanted)[0]  # 404 for an unknown format
+            # 404 for an unknown format
+            renderer = self.filter_renderers(list(renderers), wanted)[0]
             return renderer, renderer.media_type
         return super().select_renderer(request, renderers, format_suffix)
 
@@ -174,7 +182,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         # Another client's job is not found (404), not forbidden: its existence is not disclosed.
         if getattr(self, "swagger_fake_view", False):
             return BatchJob.objects.none()
-        return BatchJob.objects.filter(owner=self.request.user)
+        return BatchJob.objects.filter(owner=signed_in(self.request.user))
 
     def initial(self, request: Request, *args: object, **kwargs: object) -> None:
         # Before authentication: a session's CSRF check parses a multipart body to find its token.
@@ -204,7 +212,10 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         except TooManyFilesSent:
             raise parsing.too_many_items_error() from None
         items = parsing.parse_request(data=data, files=files)
-        job = jobs.create_job(owner=request.user, items=items)
+        owner = signed_in(request.user)
+        if owner is None:  # IsAuthenticated let no anonymous client in
+            raise NotAuthenticated()
+        job = jobs.create_job(owner=owner, items=items)
         body = BatchJobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.utils.datastructures import MultiValueDict
 from PIL import Image
 
 from ml.data import IdxError, parse_idx
@@ -91,11 +92,11 @@ def too_large_error() -> DomainError:
     )
 
 
-def parse_request(*, data: Mapping, files: Mapping) -> list[Item]:
+def parse_request(*, data: object, files: MultiValueDict) -> list[Item]:
     """The items of a batch request: JSON `{"images": [{"name", "image"}, ...]}`, multipart
     repeated `images` files, or multipart `file` holding a ZIP, a .npy array or an IDX file."""
-    uploads = files.getlist("images") if hasattr(files, "getlist") else []
-    containers = files.getlist("file") if hasattr(files, "getlist") else []
+    uploads = files.getlist("images")
+    containers = files.getlist("file")
     if uploads and containers:
         raise DomainError("invalid", "send either `images` files or one `file`, not both")
     if len(containers) > 1:
@@ -105,7 +106,7 @@ def parse_request(*, data: Mapping, files: Mapping) -> list[Item]:
         return items_from_file(stream=upload, filename=upload.name or "")
     if uploads:
         return items_from_uploads(uploads=uploads)
-    images = data.get("images") if hasattr(data, "get") else None
+    images = data.get("images") if isinstance(data, Mapping) else None
     if images is None:
         raise DomainError(
             "required",

@@ -54,6 +54,7 @@ def score_chunk(
 ) -> ChunkResult:
     """Preprocess the chunk's items one by one, run the model once on all that survived, write
     every answer with bulk updates and add to the job's counters in the same transaction."""
+    batch_id = UUID(str(batch_id))  # the broker carries it as a string
     chunk = Submission.objects.filter(
         batch_id=batch_id, batch_index__gte=start, batch_index__lt=stop
     )

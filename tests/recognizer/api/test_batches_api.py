@@ -16,16 +16,15 @@ from rest_framework.test import APIClient
 
 from recognizer.batches import results, scoring
 from recognizer.models import BatchJob
-from tests.factories import FakePredictor, blank_png, data_url, digit_png
+from tests.factories import FakePredictor, blank_png, data_url, digit_png, npy
+from tests.mnist_sample import idx
 from tests.recognizer.batch_helpers import (
     URL,
-    idx,
     items_of,
     lying_npy,
     make_client,
     make_zip,
     mixed_job,
-    npy,
     post_file,
     post_json,
     score_all,
