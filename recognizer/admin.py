@@ -185,6 +185,7 @@ class SubmissionAdmin(admin.ModelAdmin):
         "model_version",
         "status",
         "source",
+        "superseded",
     ]
     actions = [
         "accept_user_label",
@@ -217,6 +218,8 @@ class SubmissionAdmin(admin.ModelAdmin):
         "name",
         "owner",
         "strokes",
+        "drawing_uuid",
+        "superseded",
         "correct_label",
         "labelled_at",
         "reviewed_by",

@@ -10,6 +10,8 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from recognizer import model_registry, queue
 from recognizer.models import ModelVersion
@@ -47,6 +49,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "activated_at",
         "previous",
         "live_accuracy",
+        "gate_reasoning",
         "trained_on",
         "metrics",
     ]
@@ -103,7 +106,16 @@ class ModelVersionAdmin(admin.ModelAdmin):
         decision = version.metrics.get("gate")
         if not decision:
             return "-"
-        return "passed" if decision.get("promote") else "rejected"
+        if decision.get("promote"):
+            return "passed"
+        failed = [c["name"] for c in decision.get("checks", []) if not c.get("passed")]
+        return f"rejected: {', '.join(failed)}" if failed else "rejected"
+
+    @admin.display(description="gate's reasoning")
+    def gate_reasoning(self, version: ModelVersion) -> str:
+        decision = version.metrics.get("gate") or {}
+        reasons = decision.get("reasons") or ["-"]
+        return format_html_join(mark_safe("<br>"), "{}", ((reason,) for reason in reasons))
 
     @admin.action(
         description="Retrain now (fine-tune the active version; runs in the background)",
