@@ -70,6 +70,8 @@ class DiesWithLauncher(Process):
     parent-death signal). Ctrl-C still stops everything gracefully, the broker last.
     """
 
+    cmd: str  # set by honcho's Process (untyped)
+
     def run(self, events: Any = None, ignore_signals: bool = False) -> None:
         die_with_parent(os.getppid(), signal.SIGKILL)  # this is honcho's helper, forked just now
         helper = os.getpid()
