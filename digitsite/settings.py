@@ -165,7 +165,8 @@ MAX_STROKES_BYTES = env.int("MAX_STROKES_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 # Decoded size of one image, checked from its header before any pixel is decoded (API drawings,
-# batch items on arrival and in the worker). Decoding costs ~10 bytes a pixel: 4 Mpx is ~40 MiB.
+# batch items on arrival and in the worker). Decoding and framing cost ~30 bytes a pixel at peak
+# (measured: +116 MiB for a 2048x2048 drawing), so 4 Mpx bounds one request at ~120 MiB.
 PREPROCESS_MAX_PIXELS = env.int("PREPROCESS_MAX_PIXELS", default=4 * 1024 * 1024)
 PREPROCESS_MAX_SIDE = env.int("PREPROCESS_MAX_SIDE", default=4096)
 # The admin shows an original as sent only when its header says it is at most this many pixels

@@ -37,7 +37,7 @@ Two questions are asked of such a table, and each has its own test:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -54,7 +54,7 @@ class PairedTable:
     d: int  # both wrong
 
     @classmethod
-    def from_correct(cls, active: Sequence[bool], candidate: Sequence[bool]) -> PairedTable:
+    def from_correct(cls, active: Collection[bool], candidate: Collection[bool]) -> PairedTable:
         """The table of two per-image correctness vectors over the same images, in order."""
         if len(active) != len(candidate):
             raise ValueError(f"not paired: {len(active)} and {len(candidate)} answers")

@@ -51,7 +51,7 @@ def create_submission(
     check_image_size(len(image))
     strokes = limits.validate_strokes(strokes)
     try:
-        preprocessed = preprocess_bytes(image)
+        preprocessed = preprocess_bytes(image, limits=limits.image_limits())
     except PreprocessError as exc:
         raise DomainError(exc.code, str(exc)) from exc
 

@@ -158,7 +158,8 @@ class SubmissionAnsweredSerializer(SubmissionSerializer):
 
 
 class LabelSerializer(serializers.Serializer):
-    correct_label = serializers.IntegerField()
+    # The bounds check_digit enforces, also stated here for the OpenAPI schema.
+    correct_label = serializers.IntegerField(min_value=0, max_value=9)
     label_token = serializers.CharField(
         required=False,
         max_length=128,

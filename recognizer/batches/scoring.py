@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -27,6 +28,7 @@ from recognizer import answers
 from recognizer.answers import Predictor
 from recognizer.batches.jobs import add_progress
 from recognizer.batches.parsing import ARRAY_CONTENT_TYPE, array_from_npy
+from recognizer.limits import image_limits
 from recognizer.models import BatchJob, Submission
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def model_inputs(items: list[Submission]) -> PreprocessedBatch:
     """The 28x28 uint8 inputs of a chunk's items through the one canonical preprocessing, framed
     in batches: array rows all at once (no image codec), images decoded then framed together. An
     item that fails gets its error, and the rest go on."""
+    limits = image_limits()
     images = np.zeros((len(items), 28, 28), dtype=np.uint8)
     errors: list[PreprocessError | None] = [None] * len(items)
 
@@ -64,19 +67,28 @@ def model_inputs(items: list[Submission]) -> PreprocessedBatch:
         by_shape.setdefault(pixels.shape, []).append((index, pixels))
     for group in by_shape.values():
         try:
-            take([i for i, _ in group], preprocess_arrays(np.stack([p for _, p in group])))
+            take(
+                [i for i, _ in group],
+                preprocess_arrays(np.stack([p for _, p in group]), limits=limits),
+            )
         except PreprocessError as exc:  # the shape itself is refused: every row of it
             for index, _ in group:
                 errors[index] = exc
     array_set = set(arrays)
     others = [i for i in range(len(items)) if i not in array_set]
     try:
-        take(others, preprocess_many([bytes(items[i].image) for i in others]))
+        take(others, preprocess_many([bytes(items[i].image) for i in others], limits=limits))
+    except SoftTimeLimitExceeded:
+        # The chunk ran out of time, not an item: nothing is recorded against any, the task
+        # fails and the stalled-batch sweeper sends the chunk again.
+        raise
     except Exception:  # a file that breaks the decoder in an unforeseen way: find it, alone
         log.exception("a chunk's images could not be preprocessed together; one by one")
         for index in others:
             try:
-                take([index], preprocess_many([bytes(items[index].image)]))
+                take([index], preprocess_many([bytes(items[index].image)], limits=limits))
+            except SoftTimeLimitExceeded:
+                raise
             except Exception as exc:
                 errors[index] = InvalidImage(f"the image could not be read: {exc}")
     return PreprocessedBatch(images=images, errors=errors)
