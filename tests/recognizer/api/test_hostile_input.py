@@ -583,16 +583,11 @@ def test_a_soft_time_limit_is_raised_again_not_blamed_on_an_item(batcher, monkey
     job = jobs.create_job(
         owner=batcher.user, items=[Item(f"{n}.png", digit_png(), "image/png") for n in range(3)]
     )
-    real = scoring.model_input_for
-    calls = []
 
-    def slow(**kwargs: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:
-            raise SoftTimeLimitExceeded()
-        return real(**kwargs)
+    def slow(*args: object, **kwargs: object) -> object:
+        raise SoftTimeLimitExceeded()  # the chunk's images are preprocessed together
 
-    monkeypatch.setattr(scoring, "model_input_for", slow)
+    monkeypatch.setattr(scoring, "preprocess_many", slow)
     with pytest.raises(SoftTimeLimitExceeded):
         scoring.score_chunk(batch_id=job.pk, start=0, stop=256, predictor=FakePredictor())
     items = Submission.objects.filter(batch=job)
