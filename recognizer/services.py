@@ -96,17 +96,6 @@ def model_input_array(submission: Submission) -> np.ndarray:
     return np.frombuffer(bytes(submission.model_input or b""), dtype=np.uint8).reshape(28, 28)
 
 
-def record_prediction(
-    *, submission: Submission, probabilities: np.ndarray, model_version: str
-) -> Submission:
-    """Write the answer back. Only a submission still in flight is updated, so a late duplicate
-    cannot overwrite an answer already given."""
-    answers.answer(submission, probabilities=probabilities, model_version=model_version)
-    answers.save_in_flight([submission], answers.ANSWER_FIELDS)
-    submission.refresh_from_db()
-    return submission
-
-
 def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submission | None:
     """One submission through `predict_many`; the row as answered, or None (nothing to do)."""
     answered = predict_many(submission_ids=[submission_id], predictor=predictor)
