@@ -30,7 +30,7 @@ WARM_UP = 3  # the first answers pay for connections and the worker's first forw
 
 # The page's User Timing entries for the drawing just answered: the measure, and the POST's
 # start from Resource Timing (the last request to .../submissions/, with its ?wait=).
-READ_TIMINGS = """() => {
+READ_TIMINGS = r"""() => {
   const last = (entries) => entries[entries.length - 1];
   const measure = last(performance.getEntriesByName("recognizer:pen-up-to-answer", "measure"));
   const shown = last(performance.getEntriesByName("recognizer:answer-shown", "mark"));
