@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/page_latency.py [--n 50] [--url http://127.0.0.1:8000/]
 
-Without --url it starts its own stack (bench/stack.py: Valkey, SQLite, gunicorn, one worker).
+Without --url it starts its own stack as `make run` configures it (bench/stack.py: Valkey, SQLite,
+the Procfile's web and interactive worker).
 Debian's Chromium (/usr/bin/chromium, driven by Playwright) opens the drawing page and draws n
 digits with the mouse (tests/browser/pen.py), each digit in turn, at different sizes and places.
 For each, the page's own User Timing measure "recognizer:pen-up-to-answer" is read: from the last
-pen-up to the answer on screen. That includes the page's deliberate wait for a further stroke
-before it sends (AUTO_PREDICT_DELAY_MS in static/recognizer/app.js), so the time from the POST
-leaving the browser to the answer on screen is printed as well. Prints p50/p90/mean/max in ms.
+pen-up to the answer on screen. The page sends at every pen-up (a later stroke supersedes the
+earlier submission), in one POST ?wait= request; the time from that POST leaving the browser to
+the answer on screen is printed as well. Prints p50/p90/mean/max in ms.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ PLACEMENTS = [pen.CENTRED, pen.MEDIUM_OFF_CENTRE, pen.SMALL_TOP_LEFT, pen.SMALL_
 WARM_UP = 3  # the first answers pay for connections and the worker's first forward pass
 
 # The page's User Timing entries for the drawing just answered: the measure, and the POST's
-# start from Resource Timing (the last request to .../submissions/).
-READ_TIMINGS = """() => {
+# start from Resource Timing (the last request to .../submissions/, with its ?wait=).
+READ_TIMINGS = r"""() => {
   const last = (entries) => entries[entries.length - 1];
   const measure = last(performance.getEntriesByName("recognizer:pen-up-to-answer", "measure"));
   const shown = last(performance.getEntriesByName("recognizer:answer-shown", "mark"));
   const post = last(performance.getEntriesByType("resource")
-    .filter((entry) => entry.name.endsWith("/api/v1/submissions/")));
+    .filter((entry) => /\/api\/v1\/submissions\/(\?.*)?$/.test(entry.name)));
   const prediction = document.querySelector('[data-testid="prediction"]');
   return {
     penUpToAnswer: measure ? measure.duration : null,
@@ -111,7 +112,7 @@ def main() -> None:
     if args.url:
         print(run(args.url.rstrip("/") + "/", args.n))
         return
-    with running_stack() as stack:
+    with running_stack(procfile=("web", "worker")) as stack:
         print(run(stack.url, args.n))
 
 

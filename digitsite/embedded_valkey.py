@@ -60,10 +60,13 @@ PID_FILE = "valkey.pid"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: ask the kernel for SIGTERM when the parent dies (Linux)."""
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """In a child (before exec, or at its start): ask the kernel for `sig` when the parent dies
+    (Linux; elsewhere nothing). `parent` is the pid the child was forked from."""
+    if sys.platform != "linux":
+        return
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
@@ -165,7 +168,7 @@ def start_valkey(data_dir: Path, port: int | None = None) -> EmbeddedValkey:
         cwd=data_dir,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
+        preexec_fn=(lambda: die_with_parent(parent)) if sys.platform == "linux" else None,
     )
     server = EmbeddedValkey(process=process, port=port, data_dir=data_dir)
     atexit.register(server.stop)  # a caller that crashes must not leave the port taken

@@ -44,7 +44,7 @@ Two questions are asked of such a table, and each has its own test:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -61,9 +61,8 @@ class PairedTable:
     d: int  # both wrong
 
     @classmethod
-    def from_correct(cls, active: Iterable[bool], candidate: Iterable[bool]) -> PairedTable:
+    def from_correct(cls, active: Collection[bool], candidate: Collection[bool]) -> PairedTable:
         """The table of two per-image correctness vectors over the same images, in order."""
-        active, candidate = list(active), list(candidate)
         if len(active) != len(candidate):
             raise ValueError(f"not paired: {len(active)} and {len(candidate)} answers")
         counts = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}

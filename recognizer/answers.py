@@ -3,7 +3,8 @@
 Both the interactive task (one submission) and a batch chunk (many items) set the same fields
 through `answer`/`fail` and save them with `save_in_flight`, which changes only rows still in
 flight: a late duplicate never overwrites an answer, and a redelivered chunk counts nothing twice.
-`give_up` is the one rule for work that keeps failing, used by both sweepers' paths.
+`give_up` is the one rule for work that keeps failing: the interactive sweeper and a batch chunk
+both use it.
 """
 
 from __future__ import annotations

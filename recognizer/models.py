@@ -61,6 +61,16 @@ class Submission(models.Model):
     strokes = models.JSONField(
         null=True, blank=True, help_text="Pen strokes, when the page sent them."
     )
+    # The page sends a drawing at every pen-up, so a digit in several strokes makes several
+    # submissions of one drawing; each new one supersedes the earlier ones, which are kept.
+    drawing_uuid = models.UUIDField(
+        null=True, blank=True, help_text="The drawing on the page this submission is a state of."
+    )
+    superseded = models.BooleanField(
+        default=False,
+        help_text="A later stroke of the same drawing replaced it: not reviewed or trained on "
+        "unless labelled.",
+    )
     model_input = models.BinaryField(
         null=True, blank=True, help_text="The 28x28 uint8 image the model saw (784 bytes)."
     )
@@ -114,6 +124,7 @@ class Submission(models.Model):
             models.Index(fields=["source", "created_at"], name="submission_source_created"),
             models.Index(fields=["batch", "batch_index"], name="submission_batch_index"),
             models.Index(fields=["reviewed_at"], name="submission_reviewed_at"),
+            models.Index(fields=["drawing_uuid"], name="submission_drawing_uuid"),
         ]
 
     def __str__(self) -> str:

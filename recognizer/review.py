@@ -42,8 +42,13 @@ def exclude(*, submissions: QuerySet[Submission], reviewer: User | None) -> int:
 
 
 def needs_review_q() -> Q:
-    """Unreviewed, and either labelled by the user or answered with low confidence."""
+    """Unreviewed, and either labelled by the user or answered with low confidence. A drawing
+    that a later stroke superseded (half a 4, say) is reviewed only if someone labelled it."""
     return Q(reviewed_at__isnull=True) & (
         Q(correct_label__isnull=False)
-        | Q(confidence__lt=settings.REVIEW_LOW_CONFIDENCE, status=Submission.Status.DONE)
+        | Q(
+            confidence__lt=settings.REVIEW_LOW_CONFIDENCE,
+            status=Submission.Status.DONE,
+            superseded=False,
+        )
     )

@@ -34,9 +34,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
+from recognizer import limits
 from recognizer.api.parsers import JSONParser
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
+from recognizer.batches.results import spreadsheet_safe
 from recognizer.errors import DomainError
 from recognizer.models import BatchJob, Submission, signed_in
 
@@ -77,7 +79,10 @@ class BatchImageSerializer(serializers.Serializer):
 
 
 class BatchJSONRequestSerializer(serializers.Serializer):
-    images = BatchImageSerializer(many=True)
+    # The bounds the parser enforces (empty_batch, too_many_items), stated for the schema.
+    images = serializers.ListField(
+        child=BatchImageSerializer(), min_length=1, max_length=settings.BATCH_MAX_ITEMS
+    )
 
 
 class BatchMultipartRequestSerializer(serializers.Serializer):
@@ -125,7 +130,7 @@ class CSVRenderer(BaseRenderer):
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         if isinstance(data, dict) and "code" in data:
-            message = str(data.get("message", "")).replace('"', '""')
+            message = spreadsheet_safe(str(data.get("message", ""))).replace('"', '""')
             return f'code,message\r\n{data["code"]},"{message}"\r\n'.encode()
         return b""
 
@@ -179,6 +184,14 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             return BatchJob.objects.none()
         return BatchJob.objects.filter(owner=signed_in(self.request.user))
 
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        # Before authentication: a session's CSRF check parses a multipart body to find its token.
+        if self.action == "create":
+            limits.check_content_length(
+                request.META, limit=settings.BATCH_MAX_BYTES, code="batch_too_large"
+            )
+        super().initial(request, *args, **kwargs)
+
     def get_throttles(self) -> list[BaseThrottle]:
         # Creating work is throttled (THROTTLE_USER); progress polls and result reads are not.
         if self.action == "create":
@@ -194,7 +207,6 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         summary="Create a batch job: many images, a ZIP, or an N x 28 x 28 array",
     )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        parsing.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
         try:
             data, files = request.data, request.FILES
         except TooManyFilesSent:

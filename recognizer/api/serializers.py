@@ -69,6 +69,12 @@ class StrokesField(serializers.Field):
 class SubmissionCreateSerializer(serializers.Serializer):
     image = ImageField()
     strokes = StrokesField(required=False, allow_null=True)
+    drawing = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="The client's id for the drawing this is a state of (the page sends one per "
+        "drawing, at every pen-up): a new submission supersedes the drawing's earlier ones.",
+    )
     # DRF's metaclass moves declared fields off the class, so this does not shadow Field.source.
     source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=[Submission.Source.PAGE, Submission.Source.API],
@@ -136,8 +142,24 @@ class SubmissionSerializer(serializers.ModelSerializer):
         )
 
 
+class SubmissionAnsweredSerializer(SubmissionSerializer):
+    """A POST ?wait= answered in time: GET's body, and the label_token of the 202 answer."""
+
+    label_token = serializers.SerializerMethodField(
+        help_text="Send it with a label: only the client that sent the drawing may label it."
+    )
+
+    class Meta(SubmissionSerializer.Meta):
+        fields = [*SubmissionSerializer.Meta.fields, "label_token"]
+        read_only_fields = fields
+
+    def get_label_token(self, submission: Submission) -> str:
+        return ownership.label_token(submission.pk)
+
+
 class LabelSerializer(serializers.Serializer):
-    correct_label = serializers.IntegerField()
+    # The bounds check_digit enforces, also stated here for the OpenAPI schema.
+    correct_label = serializers.IntegerField(min_value=0, max_value=9)
     label_token = serializers.CharField(
         required=False,
         max_length=128,

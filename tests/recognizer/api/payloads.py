@@ -40,7 +40,11 @@ class PeakRSS:
         raise KeyError(field)
 
     def __enter__(self) -> PeakRSS:
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        from tests.conftest import require
+
+        clear_refs = Path(f"/proc/{self.pid}/clear_refs")
+        require(clear_refs.exists(), "measuring peak RSS needs Linux's /proc/PID/clear_refs")
+        clear_refs.write_text("5")
         self.before = self._status("VmRSS")
         return self
 
@@ -216,3 +220,8 @@ def idx_with_dims(dims: list[int], body: bytes = b"", type_code: int = 0x08) -> 
 
 def nested_list(depth: int) -> str:
     return "[" * depth + "]" * depth
+
+
+def gzip_of_raw_deflate(raw: bytes, size: int) -> bytes:
+    """A gzip member around a raw deflate stream that inflates to `size` bytes (CRC left 0)."""
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + struct.pack("<II", 0, size % 2**32)
