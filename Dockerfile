@@ -23,6 +23,7 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v 0 
 USER app
 
 EXPOSE 8000
-# gthread: a long-polling GET ?wait=N holds a thread, not a whole process. Workers: WEB_CONCURRENCY.
-CMD ["gunicorn", "digitsite.wsgi:application", "--bind", "0.0.0.0:8000", \
-     "--worker-class", "gthread", "--threads", "8", "--access-logfile", "-"]
+# gthread: a request waiting for its answer holds a thread (blocked on Redis), not a process.
+# Processes: WEB_CONCURRENCY (gunicorn reads it); threads: WEB_THREADS.
+CMD exec gunicorn digitsite.wsgi:application --bind 0.0.0.0:8000 \
+    --worker-class gthread --threads "${WEB_THREADS:-32}" --access-logfile -

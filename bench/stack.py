@@ -27,6 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from digitsite.embedded_valkey import start_valkey  # noqa: E402
+from digitsite.run import sized_environment  # noqa: E402
 
 
 def free_port() -> int:
@@ -60,13 +61,25 @@ def _wait_ready(url: str, timeout: float) -> None:
     _wait_http(url + "readyz?format=json", timeout)
 
 
+def procfile_commands() -> dict[str, str]:
+    """The Procfile's processes, {name: shell command}, as `make run` starts them."""
+    from honcho.environ import parse_procfile
+
+    return dict(parse_procfile((PROJECT_ROOT / "Procfile").read_text()).processes)
+
+
 @contextlib.contextmanager
 def running_stack(
     workers: dict[str, str] | None = None,
     web_threads: int = 8,
     extra_env: dict[str, str] | None = None,
+    procfile: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
-    """Start Valkey, migrate, gunicorn and one Celery worker per {name: queues} entry."""
+    """Start Valkey, migrate, gunicorn and one Celery worker per {name: queues} entry.
+
+    With `procfile` (say ("web", "worker")), those Procfile processes are started instead of the
+    gunicorn and workers above, with the environment `make run` gives them: process counts sized
+    to this machine unless the environment sets them (digitsite/run.py)."""
     workers = workers or {"interactive": "interactive"}
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp:
         folder = Path(tmp)
@@ -97,6 +110,16 @@ def running_stack(
                 start_new_session=True,
             )
 
+        def spawn_shell(name: str, command: str) -> None:
+            stack.processes[name] = subprocess.Popen(
+                ["bash", "-c", f"exec {command}"],
+                cwd=PROJECT_ROOT,
+                env={**sized_environment(env), "PORT": str(port), "PYTHON": sys.executable},
+                stdout=(logs / f"{name}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
         try:
             subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
@@ -104,17 +127,23 @@ def running_stack(
                 env=env,
                 check=True,
             )
-            spawn(
-                "web",
-                "gunicorn",
-                "digitsite.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(web_threads),
-            )
+            if procfile:
+                commands = procfile_commands()
+                for name in procfile:
+                    spawn_shell(name, commands[name])
+                workers = {}
+            else:
+                spawn(
+                    "web",
+                    "gunicorn",
+                    "digitsite.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--worker-class",
+                    "gthread",
+                    "--threads",
+                    str(web_threads),
+                )
             for name, queues in workers.items():
                 spawn(
                     f"worker-{name}",

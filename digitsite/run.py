@@ -4,7 +4,8 @@
 
 Starts the Procfile's processes (gunicorn; the interactive, batch and training Celery workers; beat)
 through honcho. With no REDIS_URL it first starts a private Valkey with its data in var/valkey/
-and hands its URL to every process.
+and hands its URL to every process. Process counts not set in the environment are sized to the
+cores this process may run on (`concurrency_defaults`; the README's sizing table).
 """
 
 from __future__ import annotations
@@ -23,6 +24,34 @@ from digitsite.embedded_valkey import start_valkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def concurrency_defaults(cores: int) -> dict[str, str]:
+    """Process counts for a machine with `cores` cores (the Procfile reads these variables).
+
+    Web processes decode and preprocess each drawing, so there is one per core; each has enough
+    threads for the requests waiting on an answer (a waiting thread blocks on Redis, no CPU). One
+    interactive worker scores everything queued in one forward pass, so it needs few siblings; batch
+    workers decode PNGs, one per core but niced below the rest.
+    """
+    return {
+        "WEB_CONCURRENCY": str(max(2, cores)),
+        "WEB_THREADS": "32",
+        "INTERACTIVE_CONCURRENCY": str(max(1, cores // 8)),
+        "BATCH_CONCURRENCY": str(max(1, cores)),
+    }
+
+
+def sized_environment(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with every process count it does not set filled in for this machine."""
+    return {**concurrency_defaults(available_cores()), **environ}
 
 
 def _answers(port: int) -> bool:
@@ -48,7 +77,14 @@ def main() -> int:
         print(f"Port {port} is already in use: stop what serves it or set PORT.", file=sys.stderr)
         return 1
     # PYTHON: the Procfile runs `$PYTHON -m ...`, never the venv's console scripts.
-    env = {**os.environ, "PORT": str(port), "PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **sized_environment(dict(os.environ)),
+        "PORT": str(port),
+        "PYTHON": sys.executable,
+        "PYTHONUNBUFFERED": "1",
+    }
+    counts = ", ".join(f"{name}={env[name]}" for name in concurrency_defaults(1))
+    print(f"{available_cores()} cores: {counts}")
     valkey = None
     if not env.get("REDIS_URL"):
         valkey = start_valkey(VAR_DIR / "valkey")

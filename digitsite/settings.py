@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -18,13 +19,24 @@ VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 env = environ.Env()
 
 
-def _secret_key() -> str:
-    """SECRET_KEY from the environment (or a *_FILE path); otherwise a development key kept in
-    var/ (ignored by git), so sessions survive restarts and no secret is ever committed."""
+# The names a development service answers to: only such a service may run on a generated key.
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "testserver"}
+
+
+def _secret_key(*, debug: bool, allowed_hosts: list[str]) -> str:
+    """SECRET_KEY from the environment (or a *_FILE path). Without one, a development service
+    (DEBUG on, or answering to this machine's names only, as `make run` and the tests do) keeps a
+    generated key in var/ (ignored by git); any other refuses to start, because a key made up at
+    start would differ between processes and forge-proof nothing an operator can rotate."""
     if key := env.str("SECRET_KEY", default=""):
         return key
     if key_file := env.str("SECRET_KEY_FILE", default=""):
         return Path(key_file).read_text().strip()
+    if not debug and not set(allowed_hosts) <= LOCAL_HOSTS:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off and ALLOWED_HOSTS "
+            f"names other hosts than {sorted(LOCAL_HOSTS)}; see .env.example"
+        )
     path = VAR_DIR / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,9 +45,9 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+SECRET_KEY = _secret_key(debug=DEBUG, allowed_hosts=ALLOWED_HOSTS)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -88,11 +100,21 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+# Persistent connections: a request or task reuses its thread's connection instead of opening one.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The web process and the workers write to one file: wait for the lock rather than fail.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The web processes and the workers share one file. WAL lets readers go on while one writer
+    # commits, and a commit appends to the log instead of rewriting pages; synchronous=NORMAL
+    # is WAL's usual setting: a crashed process loses nothing, a power cut only the last commits.
+    # A writer waits for the lock (timeout) rather than fail.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; "
+            f"PRAGMA synchronous={env.str('SQLITE_SYNCHRONOUS', default='NORMAL')};"
+        ),
+    }
     # A file, not memory, so that a test's worker process sees the same test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -142,6 +164,18 @@ MAX_IMAGE_BYTES = env.int("MAX_IMAGE_BYTES", default=2 * 1024 * 1024)
 MAX_STROKES_BYTES = env.int("MAX_STROKES_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
+# Decoded size of one image, checked from its header before any pixel is decoded (API drawings,
+# batch items on arrival and in the worker). Decoding costs ~10 bytes a pixel: 4 Mpx is ~40 MiB.
+PREPROCESS_MAX_PIXELS = env.int("PREPROCESS_MAX_PIXELS", default=4 * 1024 * 1024)
+PREPROCESS_MAX_SIDE = env.int("PREPROCESS_MAX_SIDE", default=4096)
+# The admin shows an original as sent only when its header says it is at most this many pixels
+# (the page's canvas is 280x280); otherwise only the stored 28x28 model input.
+ADMIN_PREVIEW_MAX_PIXELS = env.int("ADMIN_PREVIEW_MAX_PIXELS", default=1024 * 1024)
+# JSON bodies (and the strokes field): deeper nesting is a parse_error, before anything recurses.
+JSON_MAX_DEPTH = env.int("JSON_MAX_DEPTH", default=16)
+# Pen strokes: at most this many strokes, and points over all of them.
+MAX_STROKES = env.int("MAX_STROKES", default=200)
+MAX_STROKE_POINTS = env.int("MAX_STROKE_POINTS", default=20_000)
 # The longest a GET on a submission may hold the connection waiting for the answer.
 MAX_WAIT_SECONDS = env.float("MAX_WAIT_SECONDS", default=10.0)
 # How often a waiting GET looks at the row again.
@@ -151,6 +185,9 @@ WAIT_POLL_SECONDS = env.float("WAIT_POLL_SECONDS", default=0.02)
 MODEL_WEIGHTS = Path(env.str("MODEL_WEIGHTS", default=str(BASE_DIR / "ml" / "digit_model.pth")))
 # "cuda", "cpu" or empty for CUDA when available.
 MODEL_DEVICE = env.str("MODEL_DEVICE", default="")
+# Torch threads in each worker process (0: torch's default, every core). Workers run side by side
+# with the web processes, so one thread each keeps them from fighting over the cores.
+WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=1)
 
 # --- The learning loop (recognizer/model_registry.py, recognizer/retraining.py) ------------------
 # Where model versions' weights live; every web and worker process must see the same folder.
@@ -181,8 +218,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # results live in the database rows, not in the broker
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Acknowledgement is set per task in one place: recognizer/queue.py (RELIABLE_DELIVERY).
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 CELERY_TASK_ROUTES = {
@@ -220,7 +256,7 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# --- Batch jobs (recognizer/batches.py, /api/v1/batches/) ----------------------------------------
+# --- Batch jobs (recognizer/batches/, /api/v1/batches/) -----------------------------------------
 # Images in one job, and bytes of one job: its request body, and its images once unpacked from
 # base64 or a ZIP (which also bounds what a ZIP or gzip bomb can make the server inflate).
 BATCH_MAX_ITEMS = env.int("BATCH_MAX_ITEMS", default=10_000)
@@ -251,7 +287,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "recognizer.api.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -260,7 +296,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="600/min"),
+        "label": env.str("THROTTLE_LABEL", default="30/min"),
     },
+    # Reverse proxies in front of the web process. 0: a client's address is the socket's and
+    # X-Forwarded-For is ignored (anyone can forge it); 1 behind one proxy (nginx, a load
+    # balancer) that appends the address it saw, and so on. Throttles key on this address.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Digit recognition API",
@@ -284,5 +325,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
-# Seconds /readyz waits for a Celery worker to answer its ping.
+# Seconds /readyz waits for a Celery worker to answer its ping, and how long one answer is reused
+# (so a flood of probes costs one check per interval, not a thread each).
 READINESS_WORKER_PING_TIMEOUT = env.float("READINESS_WORKER_PING_TIMEOUT", default=1.0)
+READINESS_CACHE_SECONDS = env.float("READINESS_CACHE_SECONDS", default=2.0)
+# The Retry-After (seconds) of the 503 a request gets while the database is unreachable.
+DATABASE_RETRY_AFTER = env.int("DATABASE_RETRY_AFTER", default=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ _IDX_TYPES = {
 }
 
 
+# Images are 3-D, labels 1-D; the format allows 255 dimensions, numpy holds at most 64.
+MAX_IDX_DIMENSIONS = 4
+
+
 class IdxError(ValueError):
     pass
 
@@ -48,11 +53,14 @@ def parse_idx(data: bytes) -> np.ndarray:
     ndim = data[3]
     if dtype is None or ndim == 0:
         raise IdxError("unknown IDX element type or no dimensions")
+    if ndim > MAX_IDX_DIMENSIONS:
+        raise IdxError(f"{ndim} dimensions; at most {MAX_IDX_DIMENSIONS} are read")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise IdxError("truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape)) * dtype.itemsize
+    # Python integers: numpy's int64 product wraps (65536**4 is 0), which would pass an empty body.
+    expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:
         raise IdxError(f"IDX body holds {len(data) - header} bytes, header says {expected}")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)

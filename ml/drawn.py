@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from ml.preprocess import preprocess_bytes
+from ml.preprocess import preprocess_many
 from ml.strokes import Pen, redraw, redraw_batch, to_28
 
 CANVAS_PX = 280
@@ -124,9 +124,13 @@ def drawn_style_png(image: np.ndarray, style: str, rng: np.random.Generator) -> 
 
 def drawn_set(images: np.ndarray, style: str) -> np.ndarray:
     """The evaluation's 28x28 model inputs for `style`: each digit drawn as PNG/JPEG bytes and run
-    through `preprocess_bytes` exactly as served. Seeded: the same set on every run."""
+    through `preprocess_many`, as served. Seeded: the same set on every run."""
     rng = np.random.default_rng([EVAL_SEED, EVAL_STYLES.index(style)])
-    return np.stack([preprocess_bytes(drawn_style_png(img, style, rng)).image for img in images])
+    batch = preprocess_many([drawn_style_png(image, style, rng) for image in images])
+    refused = [error for error in batch.errors if error is not None]
+    if refused:
+        raise refused[0]
+    return batch.images
 
 
 def canvas_digits(

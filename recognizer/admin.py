@@ -1,4 +1,9 @@
-"""Staff review of submissions: the drawing beside what the model saw, filters, search by id."""
+"""Staff review of submissions: the drawing beside what the model saw, filters, search by id.
+
+Every action needs the change permission on its model; promoting, rolling back and retraining
+need the `recognizer.manage_models` permission (or a superuser), so staff who may only view change
+nothing. Thumbnails never decode an original without checking its size in its header first.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from PIL import Image
 
-from recognizer import model_registry, review, services
-from recognizer.models import BatchJob, ModelVersion, Submission
+from ml.preprocess import ImageLimits, PreprocessError, open_image
+from recognizer import model_registry, queue, review, services
+from recognizer.models import DIGITS, BatchJob, ModelVersion, Submission
 
 THUMBNAIL_PX = 84
+MANAGE_MODELS = "recognizer.manage_models"
 
 
 def _png_data_url(image: Image.Image) -> str:
@@ -28,13 +35,20 @@ def _png_data_url(image: Image.Image) -> str:
 
 
 def original_thumbnail(submission: Submission) -> str:
+    """The drawing as sent, when its header says it is small (ADMIN_PREVIEW_MAX_PIXELS): a batch
+    item may be any image, and a 13000x13000 PNG of a few hundred KB must not be decoded to fill
+    a list page. Its bytes are read on their own, so a page never holds 50 originals at once."""
+    data = Submission.objects.filter(pk=submission.pk).values_list("image", flat=True).first()
+    if not data:
+        return ""
+    limit = settings.ADMIN_PREVIEW_MAX_PIXELS
     try:
-        image = Image.open(io.BytesIO(bytes(submission.image)))
-        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        image = open_image(bytes(data), limits=ImageLimits(max_pixels=limit, max_side=limit))
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))  # JPEGs decode at a fraction of full size
         background = Image.new("RGBA", image.size, "white")
         return _png_data_url(Image.alpha_composite(background, image.convert("RGBA")))
-    except Exception:  # an undecodable original shows as missing, never breaks the page
-        return ""
+    except (PreprocessError, OSError, SyntaxError, ValueError, EOFError):
+        return ""  # too large, or undecodable: shown as missing, never breaks the page
 
 
 def input_thumbnail(submission: Submission) -> str:
@@ -122,10 +136,10 @@ class LabelledDigitFilter(admin.SimpleListFilter):
     parameter_name = "labelled_digit"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        return [(str(d), str(d)) for d in range(10)]
+        return [(str(d), str(d)) for d in DIGITS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in {str(d) for d in range(10)}:
+        if self.value() in {str(d) for d in DIGITS}:
             return queryset.filter(correct_label=int(self.value()))
         return queryset
 
@@ -136,7 +150,7 @@ def _label_action(digit: int) -> object:
         modeladmin.message_user(request, f"Labelled {count} submission(s) as {digit}.")
 
     action.__name__ = f"label_as_{digit}"
-    return admin.action(description=f"Label as {digit}")(action)
+    return admin.action(description=f"Label as {digit}", permissions=["change"])(action)
 
 
 @admin.register(Submission)
@@ -166,7 +180,7 @@ class SubmissionAdmin(admin.ModelAdmin):
     ]
     actions = [
         "accept_user_label",
-        *[_label_action(digit) for digit in range(10)],
+        *[_label_action(digit) for digit in DIGITS],
         "exclude_not_a_digit",
     ]
     search_fields = ["=id", "name"]
@@ -202,6 +216,10 @@ class SubmissionAdmin(admin.ModelAdmin):
     ]
     exclude = ["image", "model_input"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Originals are read one at a time for their thumbnails (original_thumbnail).
+        return super().get_queryset(request).defer("image", "strokes")
+
     def save_model(self, request: HttpRequest, obj: Submission, form: object, change: bool) -> None:
         # Editing the reviewed label or the exclusion by hand is a review too.
         if change and {"reviewed_label", "excluded"} & set(getattr(form, "changed_data", [])):
@@ -209,14 +227,14 @@ class SubmissionAdmin(admin.ModelAdmin):
             obj.reviewed_at = timezone.now()
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Accept the user's label")
+    @admin.action(description="Accept the user's label", permissions=["change"])
     def accept_user_label(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = review.accept_user_labels(submissions=queryset, reviewer=request.user)
         skipped = queryset.count() - count
         note = f" ({skipped} without a user label left alone)" if skipped else ""
         self.message_user(request, f"Accepted the user's label on {count} submission(s){note}.")
 
-    @admin.action(description="Exclude: not a digit / abuse")
+    @admin.action(description="Exclude: not a digit / abuse", permissions=["change"])
     def exclude_not_a_digit(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = review.exclude(submissions=queryset, reviewer=request.user)
         self.message_user(request, f"Excluded {count} submission(s) from training.")
@@ -303,7 +321,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict | None = None
     ) -> HttpResponse:
-        if request.method == "POST" and request.POST.get("action") in self.REGISTRY_ACTIONS:
+        if (
+            request.method == "POST"
+            and request.POST.get("action") in self.REGISTRY_ACTIONS
+            and self.has_manage_models_permission(request)
+        ):
             if not request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
                 # Django runs an action only on a selection: hand it the active version.
                 post = request.POST.copy()
@@ -313,6 +335,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions come from training (manage.py retrain) or the shipped weights
+
+    def has_manage_models_permission(self, request: HttpRequest) -> bool:
+        """Promote, roll back, retrain: what answers every drawing (superusers have it too)."""
+        return request.user.has_perm(MANAGE_MODELS)
 
     @admin.display(description="MNIST test")
     def mnist_accuracy(self, version: ModelVersion) -> str:
@@ -340,14 +366,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return "-"
         return "passed" if decision.get("promote") else "rejected"
 
-    @admin.action(description="Retrain now (fine-tune the active version; runs in the background)")
+    @admin.action(
+        description="Retrain now (fine-tune the active version; runs in the background)",
+        permissions=["manage_models"],
+    )
     def retrain_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from worker.tasks import retrain
-
-        try:
-            retrain.apply_async(kwargs={"requested_by": request.user.get_username()})
-        except Exception as exc:  # kombu raises several types for an unreachable broker
-            self.message_user(request, f"Could not reach the broker: {exc}", messages.ERROR)
+        if not queue.send(queue.RETRAIN, requested_by=request.user.get_username()):
+            self.message_user(
+                request, "Could not reach the broker; nothing was queued.", messages.ERROR
+            )
             return
         self.message_user(
             request,
@@ -355,7 +382,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "(a few minutes), promoted only if it passes the gate.",
         )
 
-    @admin.action(description="Promote the selected version")
+    @admin.action(description="Promote the selected version", permissions=["manage_models"])
     def promote_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
@@ -369,7 +396,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             request, f"{version.name} is active; workers use it from their next task."
         )
 
-    @admin.action(description="Roll back to the version the active one replaced")
+    @admin.action(
+        description="Roll back to the version the active one replaced",
+        permissions=["manage_models"],
+    )
     def roll_back(self, request: HttpRequest, queryset: QuerySet) -> None:
         try:
             version = model_registry.rollback()

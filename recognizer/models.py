@@ -8,6 +8,22 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from recognizer.errors import DomainError
+
+# The labels a person can give: the ten digits. Labelling, review and the admin all use this.
+DIGITS = range(10)
+
+
+def not_a_digit() -> DomainError:
+    return DomainError("invalid_label", "correct_label must be a digit from 0 to 9")
+
+
+def check_digit(value: object) -> int:
+    """The label rule: a label is an integer digit from 0 to 9 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in DIGITS:
+        raise not_a_digit()
+    return value
+
 
 class Submission(models.Model):
     class Source(models.TextChoices):
@@ -157,6 +173,9 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(
                 fields=["status"], condition=Q(status="active"), name="one_active_model_version"
             )
+        ]
+        permissions = [
+            ("manage_models", "Can promote, roll back and retrain model versions"),
         ]
 
     def __str__(self) -> str:

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from recognizer.models import Submission
+from recognizer.models import Submission, check_digit
 
 
 def _stamp(reviewer: object) -> dict:
@@ -25,8 +25,7 @@ def accept_user_labels(*, submissions: QuerySet, reviewer: object) -> int:
 
 
 def set_label(*, submissions: QuerySet, label: int, reviewer: object) -> int:
-    if not 0 <= label <= 9:
-        raise ValueError("a label is a digit from 0 to 9")
+    check_digit(label)
     return submissions.filter(model_input__isnull=False).update(
         reviewed_label=label, excluded=False, **_stamp(reviewer)
     )

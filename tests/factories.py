@@ -1,4 +1,4 @@
-"""Small helpers that make what the tests send: real drawings of real digits."""
+"""Small helpers: real drawings of real digits, a fake model, and a recorder of sent tasks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from functools import cache
 
 import factory
 import numpy as np
+import pytest
 from PIL import Image
 
+from digitsite.celery import app as celery_app
 from ml.data import load_split
 from ml.drawn import render_drawn
 from recognizer.models import Submission
@@ -49,3 +51,34 @@ class SubmissionFactory(factory.django.DjangoModelFactory):
     image = factory.LazyFunction(lambda: digit_png(3))
     content_type = "image/png"
     model_input = factory.LazyFunction(lambda: mnist_digit(3).tobytes())
+
+
+class FakePredictor:
+    """Answers `digit` for every image and remembers the shape of every call."""
+
+    version = "fake-v1"
+
+    def __init__(self, digit: int = 7) -> None:
+        self.digit = digit
+        self.calls: list[tuple[int, ...]] = []
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        self.calls.append(images.shape)
+        probabilities = np.full((len(images), 10), 0.01, dtype=np.float32)
+        probabilities[:, self.digit] = 0.91
+        return probabilities
+
+
+def record_sent_tasks(
+    monkeypatch: pytest.MonkeyPatch, task_name: str, key: str | None = None
+) -> list:
+    """What the domain sends as `task_name`, recorded instead of reaching the broker: each
+    message's keyword arguments, or only their `key`."""
+    sent: list = []
+
+    def send_task(name: str, kwargs: dict | None = None, **options: object) -> None:
+        if name == task_name:
+            sent.append((kwargs or {})[key] if key else kwargs)
+
+    monkeypatch.setattr(celery_app, "send_task", send_task)
+    return sent

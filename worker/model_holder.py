@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from django.conf import settings
 
 from ml.predictor import Predictor
@@ -46,6 +47,8 @@ class ServingPredictor:
     def __init__(self, model: ActiveModel) -> None:
         self.model = model
         self.version = model.version
+        if settings.WORKER_TORCH_THREADS:
+            torch.set_num_threads(settings.WORKER_TORCH_THREADS)
         self.predictor = Predictor(model.weights, device=settings.MODEL_DEVICE or None)
         if model.sha256 and self.predictor.sha256 != model.sha256:
             # Answer anyway (refusing would stop the service), but loudly: the file was replaced.

@@ -1,4 +1,9 @@
-"""Thin Celery tasks: ids in, plain functions from recognizer.services do the work."""
+"""Thin Celery tasks: ids in, plain functions from the domain do the work.
+
+Each task is registered under the name the domain sends it by (recognizer/queue.py), so the
+domain never imports this module; the delivery options of the tasks that write answers come from
+there too.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import logging
 from celery import shared_task
 from celery.signals import worker_process_init
 from django.conf import settings
-from django.db import DatabaseError
 
-from recognizer import services
+from recognizer import queue, retraining, services
+from recognizer.batches import jobs, scoring
 from worker.model_holder import get_predictor
 
 log = logging.getLogger(__name__)
@@ -24,30 +29,18 @@ def load_model_at_start(**_: object) -> None:
         log.exception("could not preload the model")
 
 
-# Tasks that write answers: acknowledged only once done (a worker lost mid-task leaves the message
-# for another), retried with backoff on database errors. Both are idempotent, so redelivery is safe.
-RELIABLE = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "autoretry_for": (DatabaseError,),
-    "retry_backoff": True,
-    "retry_backoff_max": 30,
-    "max_retries": 5,
-}
-
-
-@shared_task(name="recognizer.predict_submission", **RELIABLE)
+@shared_task(name=queue.PREDICT_SUBMISSION, **queue.RELIABLE_DELIVERY)
 def predict_submission(*, submission_id: str) -> None:
     services.predict_one(submission_id=submission_id, predictor=get_predictor())
 
 
-@shared_task(name="recognizer.sweep_stuck_submissions", ignore_result=True)
+@shared_task(name=queue.SWEEP_STUCK_SUBMISSIONS, ignore_result=True)
 def sweep_stuck_submissions() -> dict[str, int]:
     return services.requeue_stuck()
 
 
 @shared_task(
-    name="recognizer.retrain",
+    name=queue.RETRAIN,
     ignore_result=True,
     # Minutes of training: its own limits, and no redelivery of a half-done run after a crash.
     acks_late=False,
@@ -55,8 +48,6 @@ def sweep_stuck_submissions() -> dict[str, int]:
     time_limit=settings.RETRAIN_TIME_LIMIT + 60,
 )
 def retrain(*, requested_by: str = "", dry_run: bool = False) -> None:
-    from recognizer import retraining
-
     command = f"admin: Retrain now ({requested_by})" if requested_by else "recognizer.retrain task"
     retraining.retrain(
         options=retraining.RetrainOptions(dry_run=dry_run, command=command), progress=log.info
@@ -64,20 +55,17 @@ def retrain(*, requested_by: str = "", dry_run: bool = False) -> None:
 
 
 @shared_task(
-    name="recognizer.score_batch_chunk",
+    name=queue.SCORE_BATCH_CHUNK,
     ignore_result=True,
-    **RELIABLE,  # only items still queued are scored, so a redelivered chunk counts nothing twice
+    # Only items still in flight are scored, so a redelivered chunk counts nothing twice.
+    **queue.RELIABLE_DELIVERY,
     soft_time_limit=settings.BATCH_CHUNK_TIME_LIMIT,
     time_limit=settings.BATCH_CHUNK_TIME_LIMIT + 30,
 )
 def score_batch_chunk(*, batch_id: str, start: int, stop: int) -> None:
-    from recognizer import batches
-
-    batches.score_chunk(batch_id=batch_id, start=start, stop=stop, predictor=get_predictor())
+    scoring.score_chunk(batch_id=batch_id, start=start, stop=stop, predictor=get_predictor())
 
 
-@shared_task(name="recognizer.sweep_stalled_batches", ignore_result=True)
+@shared_task(name=queue.SWEEP_STALLED_BATCHES, ignore_result=True)
 def sweep_stalled_batches() -> dict[str, int]:
-    from recognizer import batches
-
-    return batches.requeue_stalled()
+    return jobs.requeue_stalled()

@@ -6,12 +6,10 @@
     GET    /api/v1/batches/{id}/results/  {"results": [...], "next": url|null}; ?format=csv streams
     DELETE /api/v1/batches/{id}/          cancel the items not yet scored
 
-The domain is recognizer/batches.py; this module only checks who asks and shapes the answers.
+The domain is recognizer/batches/; this module only checks who asks and shapes the answers.
 """
 
 from __future__ import annotations
-
-import json
 
 from django.conf import settings
 from django.core.exceptions import TooManyFilesSent
@@ -23,19 +21,20 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import BaseParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
-from recognizer import batches
+from recognizer.api.parsers import JSONParser
+from recognizer.batches import jobs, parsing
+from recognizer.batches import results as batch_results
+from recognizer.errors import DomainError
 from recognizer.models import BatchJob, Submission
-from recognizer.services import SubmissionError
 
 # --- Serializers --------------------------------------------------------------------------------
 
@@ -124,23 +123,15 @@ class CSVRenderer(BaseRenderer):
         return b""
 
 
-class BatchJSONParser(BaseParser):
+class BatchJSONParser(JSONParser):
     """JSON bounded by BATCH_MAX_BYTES rather than DATA_UPLOAD_MAX_MEMORY_SIZE (the cap of a single
-    drawing's request): DRF reads a JSONParser's body through `request.body`, which applies the
-    smaller cap, so this one reads the stream itself."""
+    drawing's request), with the same depth limit."""
 
-    media_type = "application/json"
+    def max_bytes(self) -> int:
+        return settings.BATCH_MAX_BYTES
 
-    def parse(
-        self, stream: object, media_type: str | None = None, parser_context: dict | None = None
-    ) -> object:
-        body = stream.read(settings.BATCH_MAX_BYTES + 1) if stream is not None else b""
-        if len(body) > settings.BATCH_MAX_BYTES:
-            raise batches.too_large_error()
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ParseError(f"JSON parse error: {exc}") from exc
+    def too_large(self) -> DomainError:
+        return parsing.too_large_error()
 
 
 class FormatFirstNegotiation(DefaultContentNegotiation):
@@ -195,13 +186,13 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         summary="Create a batch job: many images, a ZIP, or an N x 28 x 28 array",
     )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        batches.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
+        parsing.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
         try:
             data, files = request.data, request.FILES
         except TooManyFilesSent:
-            raise batches.too_many_items_error() from None
-        items = batches.parse_request(data=data, files=files)
-        job = batches.create_job(owner=request.user, items=items)
+            raise parsing.too_many_items_error() from None
+        items = parsing.parse_request(data=data, files=files)
+        job = jobs.create_job(owner=request.user, items=items)
         body = BatchJobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
@@ -219,7 +210,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         summary="Cancel the items not yet scored (the job and its results stay)",
     )
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
-        job = batches.cancel_job(job=self.get_object())
+        job = jobs.cancel_job(job=self.get_object())
         return Response(self.get_serializer(job).data)
 
     @extend_schema(
@@ -250,7 +241,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         job = self.get_object()
         if request.accepted_renderer.format == "csv":
             response = StreamingHttpResponse(
-                batches.csv_lines(job=job), content_type="text/csv; charset=utf-8"
+                batch_results.csv_lines(job=job), content_type="text/csv; charset=utf-8"
             )
             response["Content-Disposition"] = f'attachment; filename="batch-{job.pk}.csv"'
             return response
@@ -262,13 +253,13 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             low=1,
             high=settings.BATCH_RESULTS_PAGE_SIZE,
         )
-        results, next_after = batches.results_page(job=job, after=after, limit=limit)
+        rows, next_after = batch_results.results_page(job=job, after=after, limit=limit)
         next_url = None
         if next_after is not None:
             query = request.query_params.copy()
             query["after"] = str(next_after)
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-        return Response({"results": results, "next": next_url})
+        return Response({"results": rows, "next": next_url})
 
 
 def _int_param(
@@ -280,8 +271,8 @@ def _int_param(
     try:
         value = int(raw)
     except ValueError:
-        raise SubmissionError("invalid", f"{name} must be an integer") from None
+        raise DomainError("invalid", f"{name} must be an integer") from None
     if value < low or (high is not None and value > high):
         bound = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise SubmissionError("invalid", f"{name} must be {bound}")
+        raise DomainError("invalid", f"{name} must be {bound}")
     return value

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
@@ -9,8 +7,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from recognizer import services
-from recognizer.models import Submission
+from recognizer import limits, ownership
+from recognizer.errors import DomainError
+from recognizer.images import check_image_size, decode_base64_image
+from recognizer.models import Submission, check_digit, not_a_digit
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -21,26 +21,52 @@ class ImageField(serializers.Field):
 
     def to_internal_value(self, data: object) -> bytes:
         if isinstance(data, UploadedFile):
-            if data.size > settings.MAX_IMAGE_BYTES:
-                raise services.image_too_large_error()
+            check_image_size(data.size or 0)
             return data.read()
         if isinstance(data, str):
-            return services.decode_base64_image(data)
+            return decode_base64_image(data)
         self.fail("invalid")
 
 
-class StrokesField(serializers.JSONField):
-    """Pen strokes as JSON; multipart clients send them as a JSON string."""
+@extend_schema_field(
+    {
+        "type": "array",
+        "description": "Pen strokes: a list of strokes, each a list of points [x, y] or "
+        "[x, y, t] (numbers). Multipart clients send the same as a JSON string.",
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 2,
+                "maxItems": 3,
+            },
+        },
+        "maxItems": settings.MAX_STROKES,
+        "nullable": True,
+    }
+)
+class StrokesField(serializers.Field):
+    """Pen strokes as JSON (checked for shape here, for size by the service); multipart clients
+    send them as a JSON string, parsed with the same depth limit as a JSON body."""
 
     def to_internal_value(self, data: object) -> object:
         if isinstance(data, str):
+            if len(data) > settings.MAX_STROKES_BYTES:
+                raise DomainError(
+                    "strokes_too_large",
+                    f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes",
+                )
             try:
-                data = json.loads(data)
+                data = limits.loads(data)
             except ValueError as exc:
                 raise serializers.ValidationError(
                     "strokes is not valid JSON", code="invalid_strokes"
                 ) from exc
-        return super().to_internal_value(data)
+        return limits.validate_strokes(data)
+
+    def to_representation(self, value: object) -> object:
+        return value
 
 
 class SubmissionCreateSerializer(serializers.Serializer):
@@ -54,10 +80,16 @@ class SubmissionCreateSerializer(serializers.Serializer):
 
 class SubmissionCreatedSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
+    label_token = serializers.SerializerMethodField(
+        help_text="Send it back with a label: only the client that sent a drawing may label it."
+    )
 
     class Meta:
         model = Submission
-        fields = ["id", "status", "url"]
+        fields = ["id", "status", "url", "label_token"]
+
+    def get_label_token(self, submission: Submission) -> str:
+        return ownership.label_token(submission.pk)
 
     def get_url(self, submission: Submission) -> str:
         return self.context["request"].build_absolute_uri(
@@ -106,17 +138,21 @@ class SubmissionSerializer(serializers.ModelSerializer):
         )
 
 
-_NOT_A_DIGIT = "correct_label must be a digit from 0 to 9"
-
-
 class LabelSerializer(serializers.Serializer):
-    # One stable code for every way a label can be wrong, so clients branch on `invalid_label`.
-    correct_label = serializers.IntegerField(min_value=0, max_value=9)
+    correct_label = serializers.IntegerField()
+    label_token = serializers.CharField(
+        required=False,
+        max_length=128,
+        help_text="The label_token of the submission's POST answer (not needed by its owner).",
+    )
+
+    def validate_correct_label(self, value: int) -> int:
+        return check_digit(value)
 
     def is_valid(self, *, raise_exception: bool = False) -> bool:
+        # One stable code for every way a label can be wrong (missing, not a number, not a digit),
+        # so clients branch on `invalid_label`.
         valid = super().is_valid()
         if not valid and raise_exception:
-            raise serializers.ValidationError(
-                {"correct_label": [_NOT_A_DIGIT]}, code="invalid_label"
-            )
+            raise not_a_digit()
         return valid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -9,16 +10,33 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle, BaseThrottle, UserRateThrottle
+from rest_framework.throttling import (
+    AnonRateThrottle,
+    BaseThrottle,
+    SimpleRateThrottle,
+    UserRateThrottle,
+)
 
-from recognizer import services
+from recognizer import limits, ownership, services
 from recognizer.api.serializers import (
     LabelSerializer,
     SubmissionCreatedSerializer,
     SubmissionCreateSerializer,
     SubmissionSerializer,
 )
+from recognizer.errors import DomainError
 from recognizer.models import Submission
+
+
+class LabelRateThrottle(SimpleRateThrottle):
+    """THROTTLE_LABEL per user, or per client address (see NUM_PROXIES) for anonymous clients."""
+
+    scope = "label"
+
+    def get_cache_key(self, request: Request, view: object) -> str:
+        user = request.user
+        ident = f"user-{user.pk}" if user and user.is_authenticated else self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 class SubmissionViewSet(
@@ -27,10 +45,20 @@ class SubmissionViewSet(
     queryset = Submission.objects.all()
     serializer_class = SubmissionSerializer
 
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        # Before authentication too: session authentication's CSRF check may parse the body.
+        if self.action in ("create", "label"):
+            limits.check_content_length(
+                request.META, limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE, code="request_too_large"
+            )
+        super().initial(request, *args, **kwargs)
+
     def get_throttles(self) -> list[BaseThrottle]:
-        # Creating work is throttled; polling for an answer and labelling are not.
+        # Creating work and labelling are throttled; polling for an answer is not.
         if self.action == "create":
             return [AnonRateThrottle(), UserRateThrottle()]
+        if self.action == "label":
+            return [LabelRateThrottle()]
         return []
 
     @extend_schema(
@@ -67,7 +95,7 @@ class SubmissionViewSet(
             try:
                 seconds = float(wait)
             except ValueError:
-                raise services.SubmissionError("invalid_wait", "wait must be a number") from None
+                raise DomainError("invalid_wait", "wait must be a number") from None
             submission = services.wait_for_answer(submission=submission, seconds=seconds)
         return Response(self.get_serializer(submission).data)
 
@@ -78,7 +106,7 @@ class SubmissionViewSet(
     def input_png(self, request: Request, pk: str | None = None) -> HttpResponse:
         submission = self.get_object()
         if not submission.model_input:
-            raise services.SubmissionError("no_input", "no model input yet", status=404)
+            raise DomainError("no_input", "no model input yet")
         response = HttpResponse(services.model_input_png(submission), content_type="image/png")
         response["Cache-Control"] = "public, max-age=86400, immutable"
         return response
@@ -93,6 +121,12 @@ class SubmissionViewSet(
         submission = self.get_object()
         serializer = LabelSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        token = serializer.validated_data.get("label_token")
+        if not ownership.may_label(submission=submission, user=request.user, token=token):
+            raise DomainError(
+                "permission_denied",
+                "only the client that sent this drawing may label it (send its label_token)",
+            )
         submission = services.label_submission(
             submission=submission, correct_label=serializer.validated_data["correct_label"]
         )

@@ -49,7 +49,7 @@ export function sameOriginPath(url) {
   return parsed.href;
 }
 
-/** POST a drawing; resolves to {id, status, url}. */
+/** POST a drawing; resolves to {id, status, url, label_token}. */
 export function submitDrawing(apiBase, { image, strokes }, { signal, timeoutMs } = {}) {
   return request(`${withSlash(apiBase)}submissions/`, {
     method: "POST",
@@ -100,11 +100,14 @@ export async function waitForAnswer(url, { timeoutMs, signal, onProgress } = {})
   throw new ApiError("timeout", `Timed out: no answer after ${seconds} s. Your drawing is kept; press Retry.`);
 }
 
-/** Tell the API which digit it really was; resolves to the updated submission. */
-export function sendLabel(submissionUrl, digit, { signal } = {}) {
+/**
+ * Tell the API which digit it really was; resolves to the updated submission. `labelToken` is the
+ * label_token of the submit's answer: only the client that sent a drawing may label it.
+ */
+export function sendLabel(submissionUrl, digit, { signal, labelToken } = {}) {
   return request(`${withSlash(sameOriginPath(submissionUrl))}label/`, {
     method: "POST",
-    body: { correct_label: digit },
+    body: { correct_label: digit, label_token: labelToken },
     signal,
   });
 }

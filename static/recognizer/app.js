@@ -166,7 +166,7 @@ class DrawingPage {
         },
       });
       if (this.attempt !== attempt) return;
-      this.answer = { url: created.url, submission };
+      this.answer = { url: created.url, labelToken: created.label_token, submission };
       this.panel.showDone(submission);
       markAnswerShown();
     } catch (error) {
@@ -194,7 +194,7 @@ class DrawingPage {
     this.labelController = controller;
     this.panel.setFeedbackStatus("Saving…");
     try {
-      await sendLabel(answer.url, digit, { signal: controller.signal });
+      await sendLabel(answer.url, digit, { signal: controller.signal, labelToken: answer.labelToken });
     } catch (error) {
       if (controller.signal.aborted || this.answer !== answer) return;
       const reason = error instanceof ApiError ? error.message : "Please try again.";

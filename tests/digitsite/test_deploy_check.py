@@ -45,3 +45,18 @@ def test_deploy_check_warns_when_production_settings_are_missing():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode != 0
     assert "SECURE_SSL_REDIRECT" in result.stdout + result.stderr
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    env = {**PRODUCTION_ENV, "SECRET_KEY": "", "SECRET_KEY_FILE": "", "VAR_DIR": str(tmp_path)}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+    assert not (tmp_path / "secret_key").exists()  # no key made up behind the operator's back
+
+
+def test_a_local_development_service_keeps_its_key_in_var(tmp_path):
+    env = {"DEBUG": "false", "SECRET_KEY": "", "SECRET_KEY_FILE": "", "VAR_DIR": str(tmp_path)}
+    result = manage("check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "secret_key").read_text()) > 40

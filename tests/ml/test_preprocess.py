@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from ml.drawn import render_drawn
+from ml.drawn import DRAWN_STYLES, render_drawn
 from ml.preprocess import (
     MNIST_MEAN,
     MNIST_STD,
@@ -21,8 +21,11 @@ from ml.preprocess import (
     ImageTooLarge,
     InvalidImage,
     PreprocessError,
+    frame_inks,
     preprocess_array,
+    preprocess_arrays,
     preprocess_bytes,
+    preprocess_many,
     to_model_input,
 )
 
@@ -269,3 +272,70 @@ def test_to_model_input_makes_batches():
     images = np.zeros((5, 28, 28), dtype=np.uint8)
     assert to_model_input(images).shape == (5, 1, 28, 28)
     assert to_model_input(images[0]).shape == (1, 1, 28, 28)
+
+
+# --- Batches: one preprocessing, a drawing is a batch of one --------------------------------------
+
+
+def test_a_batch_gives_each_item_what_it_gets_alone_and_a_bad_item_fails_alone(
+    mnist_test, canvas, png_bytes
+):
+    images = [render_drawn(mnist_test.images[i], style) for i in range(6) for style in DRAWN_STYLES]
+    images[3] = b"not an image"
+    images[7] = png_bytes(np.full((280, 280), 255, dtype=np.uint8))  # blank
+    images.append(png_bytes(canvas))  # another size in the same batch
+    batch = preprocess_many(images)
+    assert batch.images.shape == (len(images), 28, 28)
+    assert isinstance(batch.errors[3], InvalidImage)
+    assert isinstance(batch.errors[7], EmptyDrawing)
+    assert list(batch.ok) == [i for i in range(len(images)) if i not in (3, 7)]
+    for i in batch.ok:
+        np.testing.assert_array_equal(batch.images[i], preprocess_bytes(images[i]).image)
+    assert not batch.images[3].any() and not batch.images[7].any()
+
+
+def test_arrays_are_framed_in_a_batch_without_any_image_library(mnist_test, monkeypatch):
+    digits = mnist_test.images[:50].copy()
+    digits[5] = 0  # blank
+    alone = [preprocess_array(digit).image if i != 5 else None for i, digit in enumerate(digits)]
+
+    def no_pil(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an array went through Pillow")
+
+    monkeypatch.setattr(Image, "open", no_pil)
+    monkeypatch.setattr(Image, "fromarray", no_pil)
+    monkeypatch.setattr(Image.Image, "resize", no_pil)
+    batch = preprocess_arrays(digits)
+    assert isinstance(batch.errors[5], EmptyDrawing)
+    for i in batch.ok:
+        np.testing.assert_array_equal(batch.images[i], alone[i])
+    # Floats in 0-1 and light-on-dark or dark-on-light give the same digits.
+    np.testing.assert_array_equal(preprocess_arrays(255 - digits[:4]).images, batch.images[:4])
+    np.testing.assert_array_equal(preprocess_arrays(digits[:4] / 255.0).images, batch.images[:4])
+
+
+def test_scaling_is_pillows_antialiased_bilinear(mnist_test):
+    """The batched matrices reproduce Pillow's BILINEAR resize (the filter MNIST-style framing and
+    the shipped model's drawn-digit figures were made with), to within one level of 255."""
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        height, width = rng.integers(5, 300, size=2)
+        ink = np.zeros((int(height) + 20, int(width) + 30), dtype=np.float32)
+        ink[10 : 10 + height, 15 : 15 + width] = rng.random((height, width)) ** 3
+        crop = np.where(ink > 0.1, ink, 0)[10 : 10 + height, 15 : 15 + width]
+        scale = 20 / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        expected = np.asarray(
+            Image.fromarray(crop, mode="F").resize(size, Image.Resampling.BILINEAR)
+        )
+        got = frame_inks(torch.from_numpy(ink)[None])
+        assert got.errors == [None]
+        # Undo the placement and brightening to compare the scaled digit itself.
+        image = got.images[0].astype(np.float32)
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        placed = image[rows[0] : rows[0] + size[1], cols[0] : cols[0] + size[0]]
+        reference = np.round(expected / expected.max() * 255)
+        reference = reference[
+            np.flatnonzero(reference.any(1))[0] :, np.flatnonzero(reference.any(0))[0] :
+        ]
+        assert np.abs(placed - reference[: placed.shape[0], : placed.shape[1]]).max() <= 1, i

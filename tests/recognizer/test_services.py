@@ -8,27 +8,12 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from recognizer import services
+from digitsite.celery import app as celery_app
+from recognizer import queue, services
 from recognizer.models import Submission
-from tests.factories import SubmissionFactory
+from tests.factories import FakePredictor, SubmissionFactory, record_sent_tasks
 
 pytestmark = pytest.mark.django_db
-
-
-class FakePredictor:
-    """Answers a fixed digit; counts calls so tests can see whether the network ran."""
-
-    version = "fake-v1"
-
-    def __init__(self, digit: int = 3) -> None:
-        self.digit = digit
-        self.calls = 0
-
-    def predict_images(self, images: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        probabilities = np.full((len(images), 10), 0.01, dtype=np.float32)
-        probabilities[:, self.digit] = 0.91
-        return probabilities
 
 
 def test_predict_one_writes_the_answer_back():
@@ -49,7 +34,7 @@ def test_predict_one_on_an_answered_submission_does_not_run_the_network():
     predictor = FakePredictor(digit=3)
     assert services.predict_one(submission_id=submission.pk, predictor=predictor) is None
     submission.refresh_from_db()
-    assert (submission.prediction, submission.model_version, predictor.calls) == (8, "old", 0)
+    assert (submission.prediction, submission.model_version, predictor.calls) == (8, "old", [])
 
 
 def test_predict_one_on_a_deleted_submission_is_a_no_op():
@@ -70,11 +55,7 @@ def test_a_late_duplicate_cannot_overwrite_an_answer():
 
 
 def test_sweeper_requeues_stuck_ones_and_gives_up_after_the_attempt_limit(monkeypatch, settings):
-    sent = []
-    monkeypatch.setattr(
-        "worker.tasks.predict_submission.apply_async",
-        lambda kwargs, **_: sent.append(kwargs["submission_id"]),
-    )
+    sent = record_sent_tasks(monkeypatch, queue.PREDICT_SUBMISSION, key="submission_id")
     settings.STUCK_AFTER_SECONDS = 30
     settings.MAX_PREDICTION_ATTEMPTS = 3
     long_ago = timezone.now() - timedelta(minutes=5)
@@ -97,10 +78,10 @@ def test_sweeper_requeues_stuck_ones_and_gives_up_after_the_attempt_limit(monkey
 
 
 def test_enqueue_with_the_broker_down_keeps_the_submission_queued(monkeypatch):
-    def unreachable(**_):
+    def unreachable(*_, **__):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr("worker.tasks.predict_submission.apply_async", unreachable)
+    monkeypatch.setattr(celery_app, "send_task", unreachable)
     submission = SubmissionFactory(status="queued")
     assert services.enqueue(submission_id=submission.pk) is False
     submission.refresh_from_db()

@@ -45,9 +45,12 @@ def test_a_drawing_is_answered_with_the_right_digit(live_worker, digit, style):
 
 
 def test_label_after_the_answer(live_worker):
-    body = wait_done(submit(digit_png(4))["id"])
+    created = submit(digit_png(4))
+    body = wait_done(created["id"])
     response = APIClient().post(
-        f"/api/v1/submissions/{body['id']}/label/", {"correct_label": 9}, format="json"
+        f"/api/v1/submissions/{body['id']}/label/",
+        {"correct_label": 9, "label_token": created["label_token"]},
+        format="json",
     )
     assert response.status_code == 200
     assert Submission.objects.get(pk=body["id"]).correct_label == 9
@@ -85,7 +88,8 @@ def test_broker_down_at_submit_time_then_the_sweeper_completes_it(live_worker, r
     assert body["prediction"] == 3
 
 
-def test_readiness_follows_the_worker(live_worker):
+def test_readiness_follows_the_worker(live_worker, settings):
+    settings.READINESS_CACHE_SECONDS = 0  # every probe checks again
     client = APIClient()
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz", HTTP_ACCEPT="application/json").status_code == 200

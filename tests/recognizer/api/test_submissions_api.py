@@ -13,8 +13,10 @@ from django.test import override_settings
 from PIL import Image
 from rest_framework.test import APIClient
 
+from recognizer import queue
 from recognizer.models import Submission
-from tests.factories import SubmissionFactory, blank_png, data_url, digit_png
+from recognizer.ownership import label_token
+from tests.factories import SubmissionFactory, blank_png, data_url, digit_png, record_sent_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +28,8 @@ def client() -> APIClient:
 
 @pytest.fixture
 def enqueued(monkeypatch) -> list[str]:
-    """What would have gone to the broker."""
-    sent: list[str] = []
-    monkeypatch.setattr(
-        "worker.tasks.predict_submission.apply_async",
-        lambda kwargs, **_: sent.append(kwargs["submission_id"]),
-    )
-    return sent
+    """The ids of the submissions that would have gone to the broker."""
+    return record_sent_tasks(monkeypatch, queue.PREDICT_SUBMISSION, key="submission_id")
 
 
 def post_json(client: APIClient, body: dict):
@@ -186,7 +183,9 @@ def test_unknown_submission_is_404_json():
 def test_label_records_flag_or_confirmation(label, flagged):
     submission = SubmissionFactory(status="done", prediction=3, confidence=0.9)
     response = APIClient().post(
-        f"/api/v1/submissions/{submission.pk}/label/", {"correct_label": label}, format="json"
+        f"/api/v1/submissions/{submission.pk}/label/",
+        {"correct_label": label, "label_token": label_token(submission.pk)},
+        format="json",
     )
     assert response.status_code == 200
     assert response.json()["flagged"] is flagged
@@ -211,7 +210,9 @@ def test_bad_label_is_400(label):
 def test_label_before_the_answer_is_409():
     submission = SubmissionFactory(status="queued")
     response = APIClient().post(
-        f"/api/v1/submissions/{submission.pk}/label/", {"correct_label": 3}, format="json"
+        f"/api/v1/submissions/{submission.pk}/label/",
+        {"correct_label": 3, "label_token": label_token(submission.pk)},
+        format="json",
     )
     assert response.status_code == 409
     assert response.json()["code"] == "not_done"

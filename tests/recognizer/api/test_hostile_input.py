@@ -1,0 +1,549 @@
+"""What an attacker sends, against the real stack: the API in this process (the web side), a real
+interactive and a real batch worker process, and the embedded Valkey (or REDIS_URL's Redis).
+
+Every case must get a JSON 4xx with a stable `code`, never a 5xx. Where memory is the attack, the
+peak RSS of the process that does the work (this one for the request, the worker for scoring) is
+measured during the request and must stay under the bound stated beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.cache import cache
+from django.db import OperationalError, connection
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from recognizer import model_registry, queue
+from recognizer.models import ModelVersion, Submission
+from tests.factories import record_sent_tasks
+from tests.recognizer.api import payloads
+from tests.recognizer.api.payloads import MiB, PeakRSS, data_url, digit_png
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SUBMISSIONS = "/api/v1/submissions/"
+BATCHES = "/api/v1/batches/"
+SELF = __import__("os").getpid()
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    cache.clear()  # throttle history lives in the cache
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def rates(monkeypatch):
+    """Set throttle rates for one test (DRF reads them once, into a class attribute)."""
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    def set_rates(**scoped: str) -> None:
+        rates = {**api_settings.DEFAULT_THROTTLE_RATES, **scoped}
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+
+    return set_rates
+
+
+def refused(response: object, status: int, code: str) -> dict:
+    """A JSON answer with this status and stable code (and never a server error)."""
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["message"]
+    return body
+
+
+def token_client(username: str) -> APIClient:
+    user = get_user_model().objects.create_user(username)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client
+
+
+def submit(client: APIClient, body: dict, **extra: object) -> object:
+    return client.post(SUBMISSIONS, body, format="json", **extra)
+
+
+def wait_done(submission_id: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = APIClient().get(f"{SUBMISSIONS}{submission_id}/?wait=2").json()
+        if body["status"] in ("done", "failed"):
+            return body
+    raise AssertionError(f"{submission_id} not answered in {timeout}s")
+
+
+class Unreadable(io.RawIOBase):
+    """A request body that must not be read: the server has to refuse it from its headers."""
+
+    def read(self, *args: object) -> bytes:
+        raise AssertionError("the body was read before its size was checked")
+
+    readline = read
+
+
+# --- Images -------------------------------------------------------------------------------------
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(digit_png())).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+BAD_IMAGES = {
+    "truncated-png": lambda: _truncated(digit_png()),
+    "truncated-jpeg": lambda: _truncated(_jpeg()),
+    "png-signature-then-junk": lambda: b"\x89PNG\r\n\x1a\n" + b"\x00junk" * 50,
+    "jpeg-marker-then-junk": lambda: b"\xff\xd8\xff\xe0" + b"junk" * 50,
+    "gif": payloads.gif_bytes,
+    "bmp-magic": lambda: b"BM" + bytes(100),
+    "text": lambda: b"hello, I am not an image",
+    "header-only-png": lambda: payloads.png_claiming(280, 280),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_broken_or_foreign_images_are_400_invalid_image(kind):
+    refused(submit(APIClient(), {"image": data_url(BAD_IMAGES[kind]())}), 400, "invalid_image")
+
+
+def test_bad_base64_is_400():
+    refused(submit(APIClient(), {"image": "data:image/png;base64,@@@@"}), 400, "invalid_base64")
+
+
+HUGE_IMAGES = {
+    # 164 KB of valid PNG that decodes to 169 Mpx (the admin case of the issue, sent to the API).
+    "png-13000x13000": lambda: payloads.huge_png(13000, 13000),
+    # 748 bytes of WebP that decode to 16.7 Mpx: ~580 MiB as float arrays before the cap fell.
+    "webp-4096x4096": lambda: payloads.blank_webp(4096),
+    "png-header-claims-2^31-wide": lambda: payloads.png_claiming(2**31 - 1, 1),
+    "png-one-side-too-long": lambda: payloads.huge_png(5000, 1),
+}
+
+
+@pytest.mark.parametrize("kind", HUGE_IMAGES)
+def test_huge_dimensions_are_refused_from_the_header(kind):
+    body = {"image": data_url(HUGE_IMAGES[kind]())}
+    started = time.perf_counter()
+    with PeakRSS(SELF) as rss:
+        response = submit(APIClient(), body)
+    refused(response, 413, "image_too_large")
+    assert time.perf_counter() - started < 2
+    assert rss.mib < 32, f"web process grew {rss.mib:.0f} MiB"
+
+
+def test_the_largest_drawing_accepted_costs_a_bounded_amount(settings, live_worker):
+    # At the cap (PREPROCESS_MAX_PIXELS, 4 Mpx by default) decoding costs tens of MiB, not hundreds.
+    side = int(settings.PREPROCESS_MAX_PIXELS**0.5)
+    with PeakRSS(SELF) as rss:
+        response = submit(APIClient(), {"image": data_url(digit_png(side))})
+    assert response.status_code == 202, response.content
+    assert rss.mib < 160, f"web process grew {rss.mib:.0f} MiB for a {side}x{side} drawing"
+    assert wait_done(response.json()["id"])["status"] == "done"
+
+
+# --- Bodies: size before reading, depth before recursing, shape before storing ------------------
+
+
+@pytest.mark.parametrize(
+    "path, code",
+    [
+        (SUBMISSIONS, "request_too_large"),
+        (f"{SUBMISSIONS}00000000-0000-0000-0000-000000000000/label/", "request_too_large"),
+        (BATCHES, "batch_too_large"),
+    ],
+)
+@pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=x"])
+def test_an_oversized_body_is_refused_before_it_is_read(path, code, content_type):
+    client = token_client("big-sender")
+    response = client.generic(
+        "POST",
+        path,
+        b"",
+        content_type=content_type,
+        CONTENT_LENGTH=str(2**40),
+        **{"wsgi.input": Unreadable()},
+    )
+    refused(response, 413, code)
+
+
+def test_a_large_multipart_upload_is_refused_without_being_spooled(settings):
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1  # anything read would be written to a temp file
+    big = io.BytesIO(bytes(64 * MiB))
+    big.name = "big.png"
+    started = time.perf_counter()
+    response = APIClient().post(SUBMISSIONS, {"image": big}, format="multipart")
+    refused(response, 413, "request_too_large")
+    assert time.perf_counter() - started < 5
+
+
+DEEP = 5000
+
+
+@pytest.mark.parametrize("endpoint", ["submissions", "batches", "label"])
+def test_deeply_nested_json_is_400_parse_error(endpoint):
+    client = token_client("nester")
+    if endpoint == "label":
+        labelled = Submission.objects.create(image=digit_png(), status="done", prediction=7)
+        path = f"{SUBMISSIONS}{labelled.pk}/label/"
+    else:
+        path = SUBMISSIONS if endpoint == "submissions" else BATCHES
+    bodies = [
+        payloads.nested_list(DEEP),
+        '{"image": "x", "strokes": ' + payloads.nested_list(DEEP) + "}",
+        '{"images": [' + '{"a":' * DEEP + "1" + "}" * DEEP + "]}",
+        '{"strokes": ' + payloads.nested_list(17) + "}",  # just over JSON_MAX_DEPTH (16)
+    ]
+    for body in bodies:
+        refused(client.post(path, body, content_type="application/json"), 400, "parse_error")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_400_parse_error(literal):
+    body = '{"image": "x", "strokes": [[[0, ' + literal + "]]]}"
+    response = APIClient().post(SUBMISSIONS, body, content_type="application/json")
+    refused(response, 400, "parse_error")
+
+
+@pytest.mark.parametrize(
+    "strokes",
+    [
+        "nope",
+        7,
+        {"x": 1},
+        [1, 2],
+        [[1, 2]],
+        [["a", "b"]],
+        [[[1]]],
+        [[[1, 2, 3, 4]]],
+        [[[1, "2"]]],
+        [[[True, False]]],
+        [[[1, None]]],
+        [[{"x": 1, "y": 2}]],
+        [[[1, 2**60]]],
+    ],
+    ids=lambda value: json.dumps(value)[:40],
+)
+def test_strokes_of_the_wrong_shape_are_400_invalid_strokes(strokes):
+    body = {"image": data_url(digit_png()), "strokes": strokes}
+    refused(submit(APIClient(), body), 400, "invalid_strokes")
+
+
+def test_a_huge_number_in_strokes_is_400():
+    body = '{"image": "' + data_url(digit_png()) + '", "strokes": [[[1e400, 2]]]}'
+    response = APIClient().post(SUBMISSIONS, body, content_type="application/json")
+    refused(response, 400, "invalid_strokes")
+
+
+def test_strokes_in_multipart_are_parsed_with_the_same_limits():
+    def post(strokes: str) -> object:
+        image = io.BytesIO(digit_png())
+        image.name = "seven.png"
+        return APIClient().post(
+            SUBMISSIONS, {"image": image, "strokes": strokes}, format="multipart"
+        )
+
+    refused(post(payloads.nested_list(DEEP)), 400, "invalid_strokes")
+    refused(post("[[[0, NaN]]]"), 400, "invalid_strokes")
+    refused(post("[[[0, 1, 2, 3]]]"), 400, "invalid_strokes")
+    assert post("[[[0.1, 0.2, 0], [0.3, 0.4, 16]]]").status_code == 202
+
+
+def test_too_many_stroke_points_are_413(settings):
+    strokes = [[[0, 0, 0]] * 1000] * (settings.MAX_STROKE_POINTS // 1000 + 1)
+    body = {"image": data_url(digit_png()), "strokes": strokes}
+    refused(submit(APIClient(), body), 413, "strokes_too_large")
+
+
+@pytest.mark.parametrize("body", ['"a string"', "[1, 2]", "42", "null"])
+def test_a_body_that_is_not_an_object_is_400(body):
+    response = APIClient().post(SUBMISSIONS, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"]
+
+
+# --- Client address: forged X-Forwarded-For -----------------------------------------------------
+
+
+def test_a_new_forwarded_address_per_request_does_not_escape_the_throttle(rates):
+    rates(anon="3/min")
+    client = APIClient()
+    codes = [
+        submit(
+            client, {"image": data_url(digit_png())}, HTTP_X_FORWARDED_FOR=f"10.0.{n}.{n}"
+        ).status_code
+        for n in range(6)
+    ]
+    assert codes == [202, 202, 202, 429, 429, 429]
+    refused(
+        submit(client, {"image": data_url(digit_png())}, HTTP_X_FORWARDED_FOR="10.9.9.9"),
+        429,
+        "throttled",
+    )
+
+
+def test_behind_a_configured_proxy_the_forwarded_address_counts(rates, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    rates(anon="2/min")
+    client = APIClient()
+
+    def send(address: str) -> int:
+        # The proxy appends the address it saw to whatever the client claimed.
+        forwarded = f"6.6.6.6, {address}"
+        return submit(
+            client, {"image": data_url(digit_png())}, HTTP_X_FORWARDED_FOR=forwarded
+        ).status_code
+
+    assert [send("203.0.113.1") for _ in range(3)] == [202, 202, 429]
+    assert send("203.0.113.2") == 202  # another client behind the same proxy
+
+
+# --- Labels: only the sender, and throttled ------------------------------------------------------
+
+
+def test_only_the_client_that_sent_a_drawing_may_label_it(live_worker):
+    created = submit(APIClient(), {"image": data_url(digit_png())}).json()
+    assert wait_done(created["id"])["status"] == "done"
+    url = f"{SUBMISSIONS}{created['id']}/label/"
+    stranger = APIClient()
+    refused(stranger.post(url, {"correct_label": 1}, format="json"), 403, "permission_denied")
+    forged = {"correct_label": 1, "label_token": "0" * 64}
+    refused(stranger.post(url, forged, format="json"), 403, "permission_denied")
+    other_user = token_client("mallory")
+    refused(other_user.post(url, {"correct_label": 1}, format="json"), 403, "permission_denied")
+    assert Submission.objects.get(pk=created["id"]).correct_label is None
+
+    mine = {"correct_label": 7, "label_token": created["label_token"]}
+    assert APIClient().post(url, mine, format="json").status_code == 200
+    assert Submission.objects.get(pk=created["id"]).correct_label == 7
+
+
+def test_a_token_client_labels_its_own_drawing_without_the_label_token(live_worker):
+    owner = token_client("owner")
+    created = submit(owner, {"image": data_url(digit_png())}).json()
+    wait_done(created["id"])
+    url = f"{SUBMISSIONS}{created['id']}/label/"
+    assert owner.post(url, {"correct_label": 7}, format="json").status_code == 200
+
+
+def test_the_label_token_is_only_in_the_answer_to_the_post(live_worker):
+    created = submit(APIClient(), {"image": data_url(digit_png())}).json()
+    assert created["label_token"]
+    shown = wait_done(created["id"])
+    assert "label_token" not in shown
+    assert created["label_token"] not in json.dumps(shown)
+
+
+def test_labelling_is_throttled(rates):
+    rates(label="3/min")
+    submission = Submission.objects.create(
+        image=digit_png(), status="done", prediction=7, confidence=0.9, model_input=bytes(784)
+    )
+    url = f"{SUBMISSIONS}{submission.pk}/label/"
+    client = APIClient()
+    codes = [
+        client.post(
+            url, {"correct_label": 1}, format="json", HTTP_X_FORWARDED_FOR=f"10.1.1.{n}"
+        ).status_code
+        for n in range(5)
+    ]
+    # Refused (no token) three times, then throttled: guessing tokens costs the rate too.
+    assert codes == [403, 403, 403, 429, 429]
+    refused(client.post(url, {"correct_label": 1}, format="json"), 429, "throttled")
+
+
+def test_a_user_label_is_never_trained_on_without_a_reviewer():
+    from recognizer import retraining
+
+    submission = Submission.objects.create(
+        image=digit_png(), status="done", prediction=7, confidence=0.9, model_input=bytes(784),
+        correct_label=1,
+    )  # fmt: skip
+    assert not retraining.reviewed_submissions().filter(pk=submission.pk).exists()
+
+
+# --- Database outage -----------------------------------------------------------------------------
+
+
+def test_a_database_outage_is_a_json_503_with_retry_after(monkeypatch, settings):
+    submission = Submission.objects.create(image=digit_png(), model_input=bytes(784))
+
+    def unreachable(*args: object, **kwargs: object) -> object:
+        raise OperationalError('connection to server at "db" failed: Connection refused')
+
+    monkeypatch.setattr(connection, "cursor", unreachable)
+    for response in [
+        APIClient().get(f"{SUBMISSIONS}{submission.pk}/"),
+        submit(APIClient(), {"image": data_url(digit_png())}),
+        APIClient().get(BATCHES, HTTP_AUTHORIZATION="Token 0123456789abcdef"),
+    ]:
+        body = refused(response, 503, "database_unavailable")
+        assert response["Retry-After"] == str(settings.DATABASE_RETRY_AFTER)
+        assert "refused" not in body["message"]  # nothing of the driver's message (host names)
+
+
+# --- /readyz ------------------------------------------------------------------------------------
+
+
+def test_readyz_names_no_hosts_to_the_anonymous_and_is_cached(settings, monkeypatch, admin_user):
+    from digitsite import health
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # a broker that is not there
+    settings.READINESS_CACHE_SECONDS = 60
+    monkeypatch.setattr(health, "_cached", (0.0, {}))
+
+    def unreachable(**kwargs: object) -> list:
+        raise OSError("Error 111 connecting to broker.internal:6379. Connection refused.")
+
+    monkeypatch.setattr(health.app.control, "ping", unreachable)
+    runs = []
+    real = health._run_checks
+    monkeypatch.setattr(health, "_run_checks", lambda: runs.append(1) or real())
+
+    anonymous = APIClient().get("/readyz")
+    assert anonymous.status_code == 503
+    assert anonymous.json() == {
+        "status": "unavailable",
+        "checks": {"database": "working", "broker": "unavailable", "workers": "unavailable"},
+    }
+    staff = APIClient()
+    staff.force_login(admin_user)
+    assert "broker.internal:6379" in staff.get("/readyz").content.decode()  # staff see why
+
+    for _ in range(20):
+        APIClient().get("/readyz")
+    assert len(runs) == 1  # one round of checks for 22 probes within READINESS_CACHE_SECONDS
+
+
+# --- The admin: permissions and thumbnails --------------------------------------------------------
+
+
+def staff_with(*codenames: str) -> APIClient:
+    user = get_user_model().objects.create_user(
+        f"staff-{'-'.join(codenames) or 'none'}", is_staff=True
+    )
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def plain_static_files(settings):
+    # The admin's pages name static files; the hashed-name manifest exists only after collectstatic.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def versions(settings, tmp_path, untrained_weights):
+    """An active v1 and a gate-rejected candidate v2 that it would be a mistake to promote."""
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.MODEL_WEIGHTS = untrained_weights
+    v1 = model_registry.active_version()
+    ModelVersion.objects.create(
+        name="v2",
+        weights_path=v1.weights_path,
+        sha256=v1.sha256,
+        metrics={"gate": {"promote": False}},
+    )
+    return v1
+
+
+@pytest.fixture
+def retrains(monkeypatch) -> list:
+    return record_sent_tasks(monkeypatch, queue.RETRAIN)
+
+
+def admin_action(client: APIClient, model: str, action: str, pks: list) -> object:
+    return client.post(
+        reverse(f"admin:recognizer_{model}_changelist"),
+        {"action": action, "_selected_action": [str(pk) for pk in pks], "index": 0},
+    )
+
+
+def test_a_view_only_staff_user_changes_nothing(versions, retrains):
+    client = staff_with("view_submission", "view_modelversion")
+    submission = Submission.objects.create(
+        image=digit_png(), status="done", prediction=7, model_input=bytes(784), correct_label=1
+    )
+    for action in ["accept_user_label", "label_as_3", "exclude_not_a_digit"]:
+        response = admin_action(client, "submission", action, [submission.pk])
+        assert response.status_code < 500
+    submission.refresh_from_db()
+    assert submission.reviewed_label is None and not submission.excluded
+    assert submission.reviewed_at is None
+
+    candidate = ModelVersion.objects.get(name="v2")
+    registry = [("promote_selected", [candidate.pk]), ("roll_back", []), ("retrain_now", [])]
+    for action, pks in registry:
+        response = admin_action(client, "modelversion", action, pks)
+        assert response.status_code < 500
+    assert model_registry.active_version().name == "v1"
+    assert retrains == []
+    # The change form refuses a POST too.
+    url = reverse("admin:recognizer_submission_change", args=[submission.pk])
+    assert client.post(url, {"reviewed_label": 3}).status_code == 403
+
+
+def test_reviewing_needs_the_change_permission_and_models_need_their_own(versions, retrains):
+    reviewer = staff_with("view_submission", "change_submission", "view_modelversion")
+    submission = Submission.objects.create(
+        image=digit_png(), status="done", prediction=7, model_input=bytes(784)
+    )
+    admin_action(reviewer, "submission", "label_as_3", [submission.pk])
+    submission.refresh_from_db()
+    assert submission.reviewed_label == 3
+
+    candidate = ModelVersion.objects.get(name="v2")
+    admin_action(reviewer, "modelversion", "promote_selected", [candidate.pk])
+    admin_action(reviewer, "modelversion", "retrain_now", [])
+    assert model_registry.active_version().name == "v1" and retrains == []
+
+    manager = staff_with("view_modelversion", "manage_models")
+    admin_action(manager, "modelversion", "promote_selected", [candidate.pk])
+    assert model_registry.active_version().name == "v2"
+    admin_action(manager, "modelversion", "roll_back", [])
+    assert model_registry.active_version().name == "v1"
+    admin_action(manager, "modelversion", "retrain_now", [])
+    assert len(retrains) == 1
+
+
+def test_the_admin_list_never_decodes_a_huge_original(admin_user):
+    # 164 KB on disk, 169 Mpx decoded: the list page must show it without decoding it.
+    Submission.objects.create(
+        image=payloads.huge_png(13000, 13000), status="failed", source="batch", name="bomb.png"
+    )
+    small = Submission.objects.create(image=digit_png(), status="done", model_input=bytes(784))
+    client = APIClient()
+    client.force_login(admin_user)
+    started = time.perf_counter()
+    with PeakRSS(SELF) as rss:
+        response = client.get(reverse("admin:recognizer_submission_changelist"))
+    assert response.status_code == 200
+    assert time.perf_counter() - started < 5
+    assert rss.mib < 48, f"web process grew {rss.mib:.0f} MiB"
+    page = response.content.decode()
+    assert page.count('alt="the drawing as sent"') == 1  # the small one only
+    assert str(small.pk)[:8] in page
