@@ -37,8 +37,10 @@ def exclude(*, submissions: QuerySet, reviewer: object) -> int:
 
 
 def needs_review_q() -> Q:
-    """Unreviewed, and either labelled by the user or answered with low confidence."""
+    """Unreviewed, and either labelled by the user or answered with low confidence. A drawing the
+    model judged not a digit (a scribble, a letter) is low-confidence by nature but means nothing to
+    review: it enters the queue only once a user labels it."""
+    low_confidence = Q(confidence__lt=settings.REVIEW_LOW_CONFIDENCE, status=Submission.Status.DONE)
     return Q(reviewed_at__isnull=True) & (
-        Q(correct_label__isnull=False)
-        | Q(confidence__lt=settings.REVIEW_LOW_CONFIDENCE, status=Submission.Status.DONE)
+        Q(correct_label__isnull=False) | (low_confidence & ~Q(is_digit=False))
     )

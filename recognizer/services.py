@@ -111,11 +111,20 @@ def start_processing(*, submission_id: UUID | str) -> Submission | None:
 
 
 def record_prediction(
-    *, submission: Submission, probabilities: np.ndarray, model_version: str
+    *,
+    submission: Submission,
+    probabilities: np.ndarray,
+    model_version: str,
+    digit_threshold: float,
 ) -> Submission:
     """Write the answer back. Only a submission still in flight is updated, so a late duplicate
     cannot overwrite an answer already given."""
-    answers.answer(submission, probabilities=probabilities, model_version=model_version)
+    answers.answer(
+        submission,
+        probabilities=probabilities,
+        model_version=model_version,
+        digit_threshold=digit_threshold,
+    )
     answers.save_in_flight([submission], answers.ANSWER_FIELDS)
     submission.refresh_from_db()
     return submission
@@ -136,7 +145,10 @@ def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submissio
         return None
     probabilities = predictor.predict_images(model_input_array(submission)[None])[0]
     return record_prediction(
-        submission=submission, probabilities=probabilities, model_version=predictor.version
+        submission=submission,
+        probabilities=probabilities,
+        model_version=predictor.version,
+        digit_threshold=predictor.digit_threshold,
     )
 
 

@@ -86,7 +86,12 @@ def score_chunk(
     if scored:
         probabilities = predictor.predict_images(np.stack(inputs))
         for item, image, row in zip(scored, inputs, probabilities, strict=True):
-            answers.answer(item, probabilities=row, model_version=predictor.version)
+            answers.answer(
+                item,
+                probabilities=row,
+                model_version=predictor.version,
+                digit_threshold=predictor.digit_threshold,
+            )
             item.model_input = image.tobytes()
 
     with transaction.atomic():
