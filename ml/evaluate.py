@@ -1,6 +1,6 @@
 """Evaluate weights: MNIST test, the drawn-digit evaluation, non-digit rejection, calibration.
 
-    python -m ml.evaluate [--weights ml/digit_model.pth] [--drawn] [--plots DIR] [--limit N]
+    python -m ml.evaluate [--weights PATH] [--drawn] [--plots DIR] [--limit N] [--card]
 
 Prints one JSON object on stdout, and a readable summary on stderr:
 - MNIST test (10,000): accuracy, per_class, confusion, `rejected` (share called "not a digit"), ece;
@@ -8,7 +8,8 @@ Prints one JSON object on stdout, and a readable summary on stderr:
 - with --drawn, `drawn`: every style of ml/drawn.py's evaluation (MNIST test digits re-drawn with
   pens, placements, canvases, low-res scans) and `overall`: accuracy, rejected, ece.
 Everything is predicted through ml.predictor.Predictor, as served. --plots writes
-reliability.png, mistakes.png, rejected_nondigits.png, rejected_digits.png and confusion.png.
+reliability.png, mistakes.png, rejected_nondigits.png, rejected_digits.png and confusion.png;
+--card stores the report in the model card beside the weights (`evaluation`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ VALIDATION_NONDIGITS_SEED = TRAIN_SEED + 1  # the training generator, a stream t
 
 def _predictor(model: DigitNet | Predictor) -> Predictor:
     return model if isinstance(model, Predictor) else Predictor(model=model, device="cpu")
+
+
+def predict_probabilities(model: DigitNet | Predictor, inputs: torch.Tensor) -> np.ndarray:
+    """Calibrated probabilities (N x 10) for normalised inputs, through the one inference path."""
+    return _predictor(model).predict(inputs)
 
 
 def score(predicted: np.ndarray, labels: np.ndarray) -> dict:
@@ -90,15 +96,15 @@ def evaluate_nondigits(model: DigitNet | Predictor, images: np.ndarray) -> dict:
 def evaluate_drawn(model: DigitNet | Predictor, images: np.ndarray, labels: np.ndarray) -> dict:
     """Every drawn style, and all of them together as `overall`."""
     predictor = _predictor(model)
-    styles, inputs = {}, []
+    styles, inputs, truths = {}, [], []
     for style in EVAL_STYLES:
-        drawn = drawn_set(images, style)
+        drawn, kept = drawn_set(images, style)
         inputs.append(drawn)
-        answers = predictor.answer_images(drawn)
-        entry = score_answers(answers, labels)
+        truths.append(labels[kept])
+        entry = score_answers(predictor.answer_images(drawn), labels[kept])
         styles[style] = {k: entry[k] for k in ("accuracy", "n", "rejected", "ece")}
     every = predictor.answer_images(np.concatenate(inputs))
-    overall = score_answers(every, np.tile(labels, len(EVAL_STYLES)))
+    overall = score_answers(every, np.concatenate(truths))
     styles["overall"] = {k: overall[k] for k in ("accuracy", "n", "rejected", "ece")}
     return styles
 
@@ -153,6 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nondigits-n", type=int, default=NONDIGITS_N)
     parser.add_argument("--plots", type=Path, help="write the PNG plots into this folder")
     parser.add_argument("--limit", type=int, help="only the first N test images")
+    parser.add_argument(
+        "--card", action="store_true", help="also store the report in the weights' model card"
+    )
     args = parser.parse_args(argv)
 
     predictor = Predictor(args.weights, device="cpu")
@@ -174,6 +183,11 @@ def main(argv: list[str] | None = None) -> dict:
         write_plots(predictor, images, labels, outliers, outlier_names, args.plots, drawn_n)
     print(json.dumps(result))
     print("\n".join(summary_lines(result)), file=sys.stderr)
+    if args.card:
+        card_file = args.weights.with_suffix(".json")
+        card = json.loads(card_file.read_text()) if card_file.exists() else {}
+        card["evaluation"] = {k: v for k, v in result.items() if k != "weights"}
+        card_file.write_text(json.dumps(card, indent=2) + "\n")
     return result
 
 

@@ -34,8 +34,9 @@ def write_plots(
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     mnist = predictor.answer_images(images)
-    drawn_images = np.concatenate([drawn_set(images[:drawn_n], s) for s in EVAL_STYLES])
-    drawn_labels = np.tile(labels[:drawn_n], len(EVAL_STYLES))
+    sets = [drawn_set(images[:drawn_n], style) for style in EVAL_STYLES]
+    drawn_images = np.concatenate([inputs for inputs, _ in sets])
+    drawn_labels = np.concatenate([labels[kept] for _, kept in sets])
     drawn = predictor.answer_images(drawn_images)
     reliability_plot(
         {"MNIST test": (mnist, labels), "drawn": (drawn, drawn_labels)}, folder / "reliability.png"

@@ -142,7 +142,11 @@ def trace(skeleton: np.ndarray, min_points: int = 3) -> list[Polyline]:
 
 def digit_strokes(image: np.ndarray) -> list[Polyline]:
     """The strokes of one 28x28 grey digit: traced, smoothed polylines in pixel coordinates."""
-    return [smooth(line) for line in trace(skeletonize(image))]
+    return strokes_of_skeleton(skeletonize(image))
+
+
+def strokes_of_skeleton(skeleton: np.ndarray) -> list[Polyline]:
+    return [smooth(line) for line in trace(skeleton)]
 
 
 def smooth(line: Polyline, passes: int = 2) -> Polyline:
@@ -284,24 +288,68 @@ def to_28(ink: np.ndarray) -> np.ndarray | None:
         return None
 
 
+def hole_count(images: np.ndarray, threshold: float = SKELETON_THRESHOLD) -> np.ndarray:
+    """Enclosed background regions (of 2+ pixels) per N x H x W grey image: 0 for a 1, 1 for a 0,
+    2 for an 8. Topology survives rotation, shear and scaling, so a re-drawing that gained or lost
+    a loop is no longer the digit it came from."""
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    background = np.pad(images.astype(np.float32) / scale <= threshold, ((0, 0), (1, 1), (1, 1)))
+    background[:, [0, -1], :] = True
+    background[:, :, [0, -1]] = True
+    reach = np.zeros_like(background)
+    reach[:, [0, -1], :] = True
+    reach[:, :, [0, -1]] = True
+    while True:  # flood the background in from the border, 4-connected
+        grown = reach | _spread(reach, np.logical_or)
+        grown &= background
+        if (grown == reach).all():
+            break
+        reach = grown
+    enclosed = background & ~reach
+    # A single enclosed pixel is a gap between antialiased edges, not a loop.
+    enclosed &= _spread(enclosed, np.logical_or)
+    ids = np.arange(1, enclosed[0].size + 1, dtype=np.int32).reshape(enclosed.shape[1:])
+    labels = np.where(enclosed, ids, 0)
+    while True:  # every region takes its largest pixel id
+        grown = np.where(enclosed, np.maximum(labels, _spread(labels, np.maximum)), 0)
+        if (grown == labels).all():
+            break
+        labels = grown
+    return ((labels == ids) & enclosed).sum(axis=(1, 2))
+
+
+def _spread(a: np.ndarray, combine: object) -> np.ndarray:
+    """Combine each pixel's four neighbours (edges padded with the pixel itself)."""
+    out = a.copy()
+    out[:, 1:] = combine(out[:, 1:], a[:, :-1])
+    out[:, :-1] = combine(out[:, :-1], a[:, 1:])
+    out[:, :, 1:] = combine(out[:, :, 1:], a[:, :, :-1])
+    out[:, :, :-1] = combine(out[:, :, :-1], a[:, :, 1:])
+    return out
+
+
 def redraw_batch(
     images: np.ndarray, labels: np.ndarray, seed: int, pen: Pen = TRAIN_PEN
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every digit re-drawn once (seeded) and preprocessed: uint8 M x 28 x 28 and their labels.
 
-    A digit whose skeleton is empty or whose drawing the preprocessing refuses is left out.
+    Left out: a digit whose skeleton is empty, whose drawing the preprocessing refuses, or whose
+    re-drawing has a different number of loops (thinning closes a filled-in loop, so a 9 with an
+    inked-over loop comes back a 7; a thick pen can fill a small loop).
     """
     rng = np.random.default_rng(seed)
     skeletons = skeletonize(images)
     out, kept = [], []
     for i, skeleton in enumerate(skeletons):
-        lines = [smooth(line) for line in trace(skeleton)]
-        image = to_28(draw_strokes(lines, pen, rng))
+        image = to_28(draw_strokes(strokes_of_skeleton(skeleton), pen, rng))
         if image is not None:
             out.append(image)
             kept.append(i)
-    empty = np.zeros((0, 28, 28), dtype=np.uint8)
-    return (np.stack(out) if out else empty), labels[np.array(kept, dtype=np.int64)]
+    if not out:
+        return np.zeros((0, 28, 28), dtype=np.uint8), labels[:0]
+    drawn, kept_idx = np.stack(out), np.array(kept, dtype=np.int64)
+    same = hole_count(drawn) == hole_count(images[kept_idx])
+    return drawn[same], labels[kept_idx[same]]
 
 
 def render_json_strokes(strokes: object, pen: Pen, rng: np.random.Generator) -> np.ndarray | None:

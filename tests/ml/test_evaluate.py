@@ -48,11 +48,11 @@ def test_the_drawn_evaluation_covers_every_style_and_is_the_same_each_run(untrai
     images = np.stack([seven(), ring()])
     result = evaluate.evaluate_drawn(untrained, images, np.array([7, 0]))
     assert list(result) == [*EVAL_STYLES, "overall"]
-    assert all(result[style]["n"] == 2 for style in EVAL_STYLES)
-    assert result["overall"]["n"] == 2 * len(EVAL_STYLES)
+    assert all(1 <= result[style]["n"] <= 2 for style in EVAL_STYLES)
+    assert result["overall"]["n"] == sum(result[style]["n"] for style in EVAL_STYLES)
     for style in EVAL_STYLES:
-        first, again = drawn_set(images, style), drawn_set(images, style)
-        assert first.shape == (2, 28, 28) and (first == again).all(), style
+        (first, kept), (again, _) = drawn_set(images, style), drawn_set(images, style)
+        assert first.shape == (len(kept), 28, 28) and (first == again).all(), style
 
 
 def test_the_human_summary_lists_every_set(untrained):
@@ -71,7 +71,7 @@ def test_report_and_plots(smoke_weights, tmp_path, capsys):
     plots = tmp_path / "plots"
     returned = evaluate.main(
         ["--weights", str(smoke_weights), "--limit", "200", "--plots", str(plots)]
-        + ["--drawn", "--drawn-n", "5", "--nondigits-n", "30"]
+        + ["--drawn", "--drawn-n", "5", "--nondigits-n", "30", "--card"]
     )
     captured = capsys.readouterr()
     printed = json.loads(captured.out)
@@ -82,9 +82,12 @@ def test_report_and_plots(smoke_weights, tmp_path, capsys):
     assert set(printed["calibration"]) == {"temperature", "threshold", "reject_rate"}
     assert printed["nondigits"]["n"] == 30
     assert set(printed["drawn"]) == {*EVAL_STYLES, "overall"}
-    assert printed["drawn"]["overall"]["n"] == 5 * len(EVAL_STYLES)
+    assert 4 * len(EVAL_STYLES) <= printed["drawn"]["overall"]["n"] <= 5 * len(EVAL_STYLES)
     correct = sum(printed["confusion"][d][d] for d in range(10))
     assert printed["accuracy"] == round(correct / 200, 4)
+    # --card: the report lands in the model card beside the weights, the training record kept.
+    card = json.loads(smoke_weights.with_suffix(".json").read_text())
+    assert card["evaluation"]["drawn"] == printed["drawn"] and card["epochs"] == 1
 
     for name in ("reliability", "mistakes", "rejected_digits", "confusion"):
         with Image.open(plots / f"{name}.png") as image:

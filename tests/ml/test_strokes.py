@@ -112,3 +112,21 @@ def test_collected_drawings_are_multiplied_with_fresh_pens():
     )
     assert images.shape == (6, 28, 28) and labels.tolist() == [7, 7, 7, 4, 4, 4]
     assert len({image.tobytes() for image in images}) == 6  # every copy drawn anew
+
+
+def test_loops_are_counted_so_a_redrawing_that_loses_one_is_left_out():
+    def eight_strokes(d: ImageDraw.ImageDraw) -> None:
+        d.ellipse((8, 2, 19, 13), outline=255, width=2)
+        d.ellipse((7, 12, 20, 25), outline=255, width=2)
+
+    def small_loop_nine(d: ImageDraw.ImageDraw) -> None:
+        d.ellipse((10, 3, 18, 11), outline=255, width=3)  # a hole of a few pixels
+        d.line([(17, 8), (16, 25)], fill=255, width=3)
+
+    eight, nine = bitmap(eight_strokes), bitmap(small_loop_nine)
+    assert strokes.hole_count(np.stack([seven(), ring(), eight, nine])).tolist() == [0, 1, 2, 1]
+    # A thick pen fills the 9's small loop: the re-drawing reads as a 1 or a 7, so it is dropped
+    # rather than kept under a label it no longer deserves. The ring keeps its hole.
+    thick = strokes.Pen(width=(0.3, 0.3), pressure=0)
+    _, labels = strokes.redraw_batch(np.stack([ring(), nine]), np.array([0, 9]), seed=0, pen=thick)
+    assert labels.tolist() == [0]
