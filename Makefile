@@ -36,6 +36,7 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # Round-trip time of one drawing, POST to done, on a stack the script starts itself.
 bench: install

@@ -10,17 +10,21 @@ cores this process may run on (`concurrency_defaults`; the README's sizing table
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
+from honcho.process import Popen, Process
 
-from digitsite.embedded_valkey import start_valkey
+from digitsite.embedded_valkey import die_with_parent, start_valkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -52,6 +56,41 @@ def concurrency_defaults(cores: int) -> dict[str, str]:
 def sized_environment(environ: dict[str, str]) -> dict[str, str]:
     """`environ` with every process count it does not set filled in for this machine."""
     return {**concurrency_defaults(available_cores()), **environ}
+
+
+class DiesWithLauncher(Process):
+    """A Procfile process that ends with the launcher however the launcher ends (Linux).
+
+    honcho runs each command through a helper process that ignores SIGTERM; a SIGKILLed launcher
+    or a closed terminal would leave the helpers, gunicorn and the workers running (and port 8000
+    taken). The helper is killed when the launcher dies, and so is the command when its helper
+    dies: SIGKILL, not SIGTERM, because the broker goes at the same moment and a Celery worker's
+    warm shutdown would wait for it for ever. What a worker held is redelivered (acks_late);
+    gunicorn's and Celery's own children follow their parent (they watch it / set their own
+    parent-death signal). Ctrl-C still stops everything gracefully, the broker last.
+    """
+
+    cmd: str  # set by honcho's Process (untyped)
+
+    def run(self, events: Any = None, ignore_signals: bool = False) -> None:
+        die_with_parent(os.getppid(), signal.SIGKILL)  # this is honcho's helper, forked just now
+        helper = os.getpid()
+        self._child_ctor = functools.partial(
+            Popen, preexec_fn=lambda: die_with_parent(helper, signal.SIGKILL)
+        )
+        # exec: the command replaces honcho's shell, so it is what the signal reaches (the
+        # Procfile's lines are single commands).
+        self.cmd = f"exec {self.cmd}"
+        super().run(events, ignore_signals)
+
+
+def procfile_manager(procfile: str, env: dict[str, str], cwd: Path) -> Manager:
+    """A honcho Manager of the Procfile's processes, each dying with this process."""
+    manager = Manager()
+    manager._process_ctor = DiesWithLauncher  # honcho's hook for the process class
+    for name, command in parse_procfile(procfile).processes.items():
+        manager.add_process(name, command, env=env, cwd=str(cwd))
+    return manager
 
 
 def _answers(port: int) -> bool:
@@ -90,9 +129,7 @@ def main() -> int:
         valkey = start_valkey(VAR_DIR / "valkey")
         env["REDIS_URL"] = valkey.url
         print(f"No REDIS_URL: started a private Valkey at {valkey.url} (data in {valkey.data_dir})")
-    manager = Manager()
-    for name, command in parse_procfile((BASE_DIR / "Procfile").read_text()).processes.items():
-        manager.add_process(name, command, env=env, cwd=str(BASE_DIR))
+    manager = procfile_manager((BASE_DIR / "Procfile").read_text(), env, BASE_DIR)
     threading.Thread(target=_announce_when_up, args=(port,), daemon=True).start()
     try:
         manager.loop()  # until Ctrl-C or any process exits; then honcho stops the rest

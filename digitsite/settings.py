@@ -165,7 +165,8 @@ MAX_STROKES_BYTES = env.int("MAX_STROKES_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", default=4 * 1024 * 1024)
 # Decoded size of one image, checked from its header before any pixel is decoded (API drawings,
-# batch items on arrival and in the worker). Decoding costs ~10 bytes a pixel: 4 Mpx is ~40 MiB.
+# batch items on arrival and in the worker). Decoding and framing cost ~30 bytes a pixel at peak
+# (measured: +116 MiB for a 2048x2048 drawing), so 4 Mpx bounds one request at ~120 MiB.
 PREPROCESS_MAX_PIXELS = env.int("PREPROCESS_MAX_PIXELS", default=4 * 1024 * 1024)
 PREPROCESS_MAX_SIDE = env.int("PREPROCESS_MAX_SIDE", default=4096)
 # The admin shows an original as sent only when its header says it is at most this many pixels
@@ -178,7 +179,12 @@ MAX_STROKES = env.int("MAX_STROKES", default=200)
 MAX_STROKE_POINTS = env.int("MAX_STROKE_POINTS", default=20_000)
 # The longest a GET on a submission may hold the connection waiting for the answer.
 MAX_WAIT_SECONDS = env.float("MAX_WAIT_SECONDS", default=10.0)
-# How often a waiting GET looks at the row again.
+# A waiting request blocks on a Redis signal from the worker (recognizer/answers.py) and reads the
+# row again at least this often, so a lost signal costs at most this much.
+WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=1.0)
+# How long an answer's signal stays in Redis for a request that starts waiting after it.
+ANSWER_SIGNAL_TTL_SECONDS = env.int("ANSWER_SIGNAL_TTL_SECONDS", default=60)
+# With Redis unreachable, how often a waiting request reads the row instead.
 WAIT_POLL_SECONDS = env.float("WAIT_POLL_SECONDS", default=0.02)
 
 # --- The model ----------------------------------------------------------------------------------
@@ -194,10 +200,12 @@ WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=1)
 MODELS_DIR = Path(env.str("MODELS_DIR", default=str(VAR_DIR / "models"))).resolve()
 # Share (percent) of reviewed drawings kept out of training to judge candidates, chosen by id.
 HOLDOUT_PERCENT = env.int("HOLDOUT_PERCENT", default=20)
-# The gate: a candidate is promoted only if it loses at most this many points of MNIST test
-# accuracy, gains at least this many on the drawn holdout, and the holdout has enough drawings.
-RETRAIN_MAX_MNIST_DROP_POINTS = env.float("RETRAIN_MAX_MNIST_DROP_POINTS", default=0.1)
-RETRAIN_MIN_HOLDOUT_GAIN_POINTS = env.float("RETRAIN_MIN_HOLDOUT_GAIN_POINTS", default=0.0)
+# The gate (recognizer/retrain_gate.py) judges the answers both models give to the same images.
+# Promote only if the candidate's gain on the drawn holdout is significant (McNemar's exact test)
+# and its MNIST test loss is shown to be under the margin (a non-inferiority test), both at this
+# level, on a holdout of at least RETRAIN_MIN_HOLDOUT drawings.
+RETRAIN_SIGNIFICANCE = env.float("RETRAIN_SIGNIFICANCE", default=0.05)
+RETRAIN_MNIST_MARGIN_POINTS = env.float("RETRAIN_MNIST_MARGIN_POINTS", default=0.3)
 RETRAIN_MIN_HOLDOUT = env.int("RETRAIN_MIN_HOLDOUT", default=20)
 # The fine-tune schedule (--from-scratch uses ml/train.py's own recipe unless --epochs is given).
 RETRAIN_EPOCHS = env.int("RETRAIN_EPOCHS", default=2)
@@ -228,6 +236,10 @@ CELERY_TASK_ROUTES = {
     "recognizer.score_batch_chunk": {"queue": "batch"},
     "recognizer.sweep_stalled_batches": {"queue": "batch"},
 }
+# Dynamic batching in the interactive worker (celery-batches): one forward pass over up to this
+# many queued drawings, or over what arrived within this many seconds of the first.
+INTERACTIVE_BATCH_SIZE = env.int("INTERACTIVE_BATCH_SIZE", default=64)
+INTERACTIVE_BATCH_WAIT_SECONDS = env.float("INTERACTIVE_BATCH_WAIT_SECONDS", default=0.003)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=30)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=60)
 # A submit must answer quickly even when the broker is down: the sweeper enqueues it later.
@@ -312,6 +324,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "SubmissionStatusEnum": "recognizer.models.Submission.Status",
         "BatchStatusEnum": "recognizer.models.BatchJob.Status",
+        # Where a submission came from, and the two a client may say when it sends one.
+        "SubmissionSourceEnum": "recognizer.models.Submission.Source",
+        "ClientSourceEnum": [("page", "page"), ("api", "api")],
     },
 }
 

@@ -1,7 +1,9 @@
-"""MNIST from the IDX files on disk (never downloaded), and the IDX format itself.
+"""MNIST from the IDX files on disk, and the IDX format itself.
 
 The folder defaults to `../shared/datasets/mnist/` beside the project and is overridden by the
-`MNIST_DIR` environment variable. The t10k split is the test set: evaluate on it, never
+`MNIST_DIR` environment variable. Nothing is downloaded unless asked: `download()` (the
+`--download` of `ml.train` and `ml.evaluate`) fetches the four files through torchvision's
+downloader, which checks each file's MD5. The t10k split is the test set: evaluate on it, never
 train, tune or select on it; validation comes out of the training split.
 """
 
@@ -25,7 +27,7 @@ FILES = {
 }
 
 # IDX type codes (the third byte of the magic number) to numpy dtypes, all big-endian.
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -41,6 +43,10 @@ MAX_IDX_DIMENSIONS = 4
 
 class IdxError(ValueError):
     pass
+
+
+class MnistMissing(FileNotFoundError):
+    """The MNIST IDX files are not in the folder; the message says where to put them."""
 
 
 def parse_idx(data: bytes) -> np.ndarray:
@@ -70,6 +76,56 @@ def mnist_dir() -> Path:
     return Path(os.environ.get("MNIST_DIR", DEFAULT_MNIST_DIR))
 
 
+def missing_files(folder: Path | None = None) -> list[str]:
+    """The MNIST files not in `folder` (MNIST_DIR's by default); empty when all four are there."""
+    folder = folder or mnist_dir()
+    return [name for pair in FILES.values() for name in pair if not (folder / name).is_file()]
+
+
+def where_to_put_mnist(folder: Path | None = None) -> str:
+    """What a user reads when MNIST is missing: which files, where, and the two ways to get them."""
+    folder = folder or mnist_dir()
+    names = ", ".join(name for pair in FILES.values() for name in pair)
+    return (
+        f"MNIST not found in {folder.resolve()}: put the four IDX files ({names}) there, or set "
+        "MNIST_DIR to a folder that holds them, or fetch them (about 11 MB, MD5-checked) with "
+        "`.venv/bin/python -m ml.train --download` (or `-m ml.evaluate --download`)"
+    )
+
+
+def download(folder: Path | None = None) -> Path:
+    """Fetch the missing MNIST files into `folder` through torchvision's downloader, which tries
+    its mirrors in turn and checks each file's MD5; the folder. Only on an explicit request."""
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_url
+
+    folder = folder or mnist_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    md5 = dict(MNIST.resources)
+    for name in missing_files(folder):
+        errors = []
+        for mirror in MNIST.mirrors:
+            try:
+                download_url(f"{mirror}{name}", root=str(folder), filename=name, md5=md5[name])
+                break
+            except (OSError, RuntimeError) as exc:  # URLError is an OSError; a bad MD5 a Runtime
+                errors.append(f"{mirror}: {exc}")
+        else:
+            raise MnistMissing(f"could not download {name}: " + "; ".join(errors))
+    return folder
+
+
+def ensure_mnist(*, download_if_missing: bool = False) -> Path:
+    """MNIST_DIR's folder when it holds MNIST; fetched first with `download_if_missing`; else
+    SystemExit with where to put it (for the command-line tools)."""
+    folder = mnist_dir()
+    if missing_files(folder) and download_if_missing:
+        download(folder)
+    if missing_files(folder):
+        raise SystemExit(where_to_put_mnist(folder))
+    return folder
+
+
 @dataclass(frozen=True)
 class Split:
     images: np.ndarray  # N x 28 x 28 uint8
@@ -87,9 +143,7 @@ def load_split(name: str, folder: Path | None = None) -> Split:
         images = parse_idx((folder / images_file).read_bytes())
         labels = parse_idx((folder / labels_file).read_bytes()).astype(np.int64)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"MNIST not found in {folder}: set MNIST_DIR to the folder with the IDX files"
-        ) from exc
+        raise MnistMissing(where_to_put_mnist(folder)) from exc
     return Split(images=images, labels=labels)
 
 

@@ -30,7 +30,7 @@ from ml.calibration import (
     fit_threshold,
     softmax,
 )
-from ml.data import Split, load_split
+from ml.data import Split, ensure_mnist, load_split
 from ml.drawn import EVAL_STYLES, canvas_digits, drawn_set
 from ml.model import NUM_CLASSES, DigitNet, parameter_count
 from ml.nondigits import TRAIN_SEED, nondigits, nondigits_for_testing
@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--card", action="store_true", help="also store the report in the weights' model card"
     )
+    parser.add_argument("--download", action="store_true", help="fetch MNIST first if missing")
     args = parser.parse_args(argv)
+    # Missing MNIST: fetched only when asked, else the exit message says where to put it.
+    ensure_mnist(download_if_missing=args.download)
 
     predictor = Predictor(args.weights, device="cpu")
     test = load_split("test")

@@ -59,8 +59,8 @@ class EmptyDrawing(PreprocessError):
 @dataclass(frozen=True)
 class ImageLimits:
     """The largest image decoded, checked from its header before any pixel is. The service passes
-    its settings (PREPROCESS_MAX_PIXELS, PREPROCESS_MAX_SIDE); decoding costs ~10 bytes a pixel,
-    so the default 4 Mpx bounds one image at ~40 MiB."""
+    its settings (PREPROCESS_MAX_PIXELS, PREPROCESS_MAX_SIDE); decoding and framing cost ~30
+    bytes a pixel at peak, so the default 4 Mpx bounds one image at ~120 MiB."""
 
     max_pixels: int = 4 * 1024 * 1024
     max_side: int = 4096

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from ml.augment import AugmentConfig, augment
 from ml.calibration import DEFAULT_REJECT_RATE, Calibration
 from ml.checkpoint import load_checkpoint, save_checkpoint
-from ml.data import Split, checksums, load_extra, load_split, train_val_split
+from ml.data import Split, checksums, ensure_mnist, load_extra, load_split, train_val_split
 from ml.drawn import canvas_digits
 from ml.evaluate import DEFAULT_WEIGHTS, calibrate, evaluate_images
 from ml.model import DigitNet, parameter_count
@@ -115,6 +116,7 @@ def train(
     else:
         model = DigitNet().to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    averaged = cast(DigitNet, ema.module)  # AveragedModel keeps a copy of the DigitNet it got
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -169,7 +171,7 @@ def train(
                 bar.set_postfix(loss=f"{running:.4f}")
         # --val-size 0 (the final run on all 60,000 once the recipe is chosen) has no validation.
         val = (
-            evaluate_images(ema.module, val_split.images, val_split.labels)["accuracy"]
+            evaluate_images(averaged, val_split.images, val_split.labels)["accuracy"]
             if len(val_split)
             else None
         )
@@ -179,14 +181,14 @@ def train(
         if progress:
             progress(epoch, config.epochs, history[-1])
 
-    final = ema.module.eval().cpu()  # the card and the checkpoint are device-independent
+    final = averaged.eval().cpu()  # the card and the checkpoint are device-independent
     calibration, validation = Calibration(), None
     if len(val_split):
         calibration, validation = calibrate(final, val_split, config.seed, config.reject_rate)
         if show_bar:
             tqdm.write(f"calibration {calibration.as_dict()}  validation {validation}")
     elapsed = time.monotonic() - started
-    card = {
+    card: dict[str, Any] = {
         "architecture": "conv32-conv64-dense128 (ml/model.py)",
         "parameters": parameter_count(final),
         "epochs": config.epochs,
@@ -321,7 +323,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=defaults.stroke_copies,
         help="re-drawings of each --extra drawing that carries its strokes",
     )
+    p.add_argument("--download", action="store_true", help="fetch MNIST first if missing")
     args = p.parse_args(argv)
+    # Missing MNIST: fetched only when asked, else the exit message says where to put it.
+    ensure_mnist(download_if_missing=args.download)
     return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -1,4 +1,5 @@
 """Staff review of submissions: the drawing beside what the model saw, filters, search by id.
+Model versions have their own module, recognizer/admin_versions.py.
 
 Every action needs the change permission on its model; promoting, rolling back and retraining
 need the `recognizer.manage_models` permission (or a superuser), so staff who may only view change
@@ -10,22 +11,25 @@ from __future__ import annotations
 import base64
 import io
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from PIL import Image
 
 from ml.preprocess import ImageLimits, PreprocessError, open_image
-from recognizer import model_registry, queue, review, services
-from recognizer.models import DIGITS, BatchJob, ModelVersion, Submission
+from recognizer import (
+    admin_versions,  # noqa: F401 - registers ModelVersionAdmin
+    review,
+    services,
+)
+from recognizer.models import DIGITS, BatchJob, Submission, signed_in
 
 THUMBNAIL_PX = 84
-MANAGE_MODELS = "recognizer.manage_models"
 
 
 def _png_data_url(image: Image.Image) -> str:
@@ -122,8 +126,9 @@ class ConfidenceFilter(admin.SimpleListFilter):
         return [(f"{t:g}", f"Below {t:.0%}") for t in thresholds]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
         try:
-            threshold = float(self.value()) if self.value() else None
+            threshold = float(value) if value else None
         except ValueError:
             return queryset
         return queryset if threshold is None else queryset.filter(confidence__lt=threshold)
@@ -156,14 +161,17 @@ class LabelledDigitFilter(admin.SimpleListFilter):
         return [(str(d), str(d)) for d in DIGITS]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in {str(d) for d in DIGITS}:
-            return queryset.filter(correct_label=int(self.value()))
+        value = self.value()
+        if value in {str(d) for d in DIGITS}:
+            return queryset.filter(correct_label=int(value))
         return queryset
 
 
-def _label_action(digit: int) -> object:
+def _label_action(digit: int) -> Callable[[admin.ModelAdmin, HttpRequest, QuerySet], None]:
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-        count = review.set_label(submissions=queryset, label=digit, reviewer=request.user)
+        count = review.set_label(
+            submissions=queryset, label=digit, reviewer=signed_in(request.user)
+        )
         modeladmin.message_user(request, f"Labelled {count} submission(s) as {digit}.")
 
     action.__name__ = f"label_as_{digit}"
@@ -196,6 +204,7 @@ class SubmissionAdmin(admin.ModelAdmin):
         "model_version",
         "status",
         "source",
+        "superseded",
     ]
     actions = [
         "accept_user_label",
@@ -230,6 +239,8 @@ class SubmissionAdmin(admin.ModelAdmin):
         "name",
         "owner",
         "strokes",
+        "drawing_uuid",
+        "superseded",
         "correct_label",
         "labelled_at",
         "reviewed_by",
@@ -244,20 +255,20 @@ class SubmissionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Submission, form: object, change: bool) -> None:
         # Editing the reviewed label or the exclusion by hand is a review too.
         if change and {"reviewed_label", "excluded"} & set(getattr(form, "changed_data", [])):
-            obj.reviewed_by = request.user
+            obj.reviewed_by = signed_in(request.user)
             obj.reviewed_at = timezone.now()
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Accept the user's label", permissions=["change"])
     def accept_user_label(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = review.accept_user_labels(submissions=queryset, reviewer=request.user)
+        count = review.accept_user_labels(submissions=queryset, reviewer=signed_in(request.user))
         skipped = queryset.count() - count
         note = f" ({skipped} without a user label left alone)" if skipped else ""
         self.message_user(request, f"Accepted the user's label on {count} submission(s){note}.")
 
     @admin.action(description="Exclude: not a digit / abuse", permissions=["change"])
     def exclude_not_a_digit(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = review.exclude(submissions=queryset, reviewer=request.user)
+        count = review.exclude(submissions=queryset, reviewer=signed_in(request.user))
         self.message_user(request, f"Excluded {count} submission(s) from training.")
 
     @admin.display(description="reviewed")
@@ -307,131 +318,3 @@ class BatchJobAdmin(admin.ModelAdmin):
     list_display = ["id", "owner", "created_at", "status", "total", "done_count", "failed_count"]
     list_filter = ["status"]
     readonly_fields = ["id", "created_at", "finished_at"]
-
-
-def _pct(summary: object) -> str:
-    if not isinstance(summary, dict) or not summary.get("n") or summary.get("accuracy") is None:
-        return "-"
-    return f"{100 * summary['accuracy']:.2f}% of {summary['n']}"
-
-
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = [
-        "name",
-        "status",
-        "created_at",
-        "activated_at",
-        "mnist_accuracy",
-        "holdout_accuracy",
-        "live_accuracy",
-        "drawings",
-        "gate",
-    ]
-    list_filter = ["status"]
-    # Status changes go through promote/rollback, which keep exactly one version active.
-    readonly_fields = [
-        "name",
-        "status",
-        "weights_path",
-        "sha256",
-        "created_at",
-        "activated_at",
-        "previous",
-        "live_accuracy",
-        "trained_on",
-        "metrics",
-    ]
-    actions = ["retrain_now", "promote_selected", "roll_back"]
-    # These act on the registry, not on the ticked rows: they run with nothing selected.
-    REGISTRY_ACTIONS = ("retrain_now", "roll_back")
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
-    ) -> HttpResponse:
-        if (
-            request.method == "POST"
-            and request.POST.get("action") in self.REGISTRY_ACTIONS
-            and self.has_manage_models_permission(request)
-        ):
-            if not request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-                # Django runs an action only on a selection: hand it the active version.
-                post = request.POST.copy()
-                post.setlist(helpers.ACTION_CHECKBOX_NAME, [model_registry.active_version().pk])
-                request.POST = post
-        return super().changelist_view(request, extra_context)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # versions come from training (manage.py retrain) or the shipped weights
-
-    def has_manage_models_permission(self, request: HttpRequest) -> bool:
-        """Promote, roll back, retrain: what answers every drawing (superusers have it too)."""
-        return request.user.has_perm(MANAGE_MODELS)
-
-    @admin.display(description="MNIST test")
-    def mnist_accuracy(self, version: ModelVersion) -> str:
-        return _pct(version.metrics.get("mnist"))
-
-    @admin.display(description="drawn holdout")
-    def holdout_accuracy(self, version: ModelVersion) -> str:
-        return _pct(version.metrics.get("holdout"))
-
-    @admin.display(description="live accuracy (labelled)")
-    def live_accuracy(self, version: ModelVersion) -> str:
-        live = model_registry.live_accuracy(version=version)
-        if not live.labelled:
-            return "-"
-        return f"{100 * live.accuracy:.1f}% of {live.labelled}"
-
-    @admin.display(description="drawings")
-    def drawings(self, version: ModelVersion) -> str:
-        return str(version.trained_on.get("drawings", "-"))
-
-    @admin.display(description="gate")
-    def gate(self, version: ModelVersion) -> str:
-        decision = version.metrics.get("gate")
-        if not decision:
-            return "-"
-        return "passed" if decision.get("promote") else "rejected"
-
-    @admin.action(
-        description="Retrain now (fine-tune the active version; runs in the background)",
-        permissions=["manage_models"],
-    )
-    def retrain_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        if not queue.send(queue.RETRAIN, requested_by=request.user.get_username()):
-            self.message_user(
-                request, "Could not reach the broker; nothing was queued.", messages.ERROR
-            )
-            return
-        self.message_user(
-            request,
-            "Retraining queued on the training queue; the candidate appears here when it is done "
-            "(a few minutes), promoted only if it passes the gate.",
-        )
-
-    @admin.action(description="Promote the selected version", permissions=["manage_models"])
-    def promote_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one version to promote.", messages.ERROR)
-            return
-        try:
-            version = model_registry.promote(name=queryset.get().name)
-        except model_registry.RegistryError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return
-        self.message_user(
-            request, f"{version.name} is active; workers use it from their next task."
-        )
-
-    @admin.action(
-        description="Roll back to the version the active one replaced",
-        permissions=["manage_models"],
-    )
-    def roll_back(self, request: HttpRequest, queryset: QuerySet) -> None:
-        try:
-            version = model_registry.rollback()
-        except model_registry.RegistryError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return
-        self.message_user(request, f"Rolled back: {version.name} is active again.")

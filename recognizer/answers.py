@@ -3,7 +3,8 @@
 Both the interactive task (one submission) and a batch chunk (many items) set the same fields
 through `answer`/`fail` and save them with `save_in_flight`, which changes only rows still in
 flight: a late duplicate never overwrites an answer, and a redelivered chunk counts nothing twice.
-`give_up` is the one rule for work that keeps failing, used by both sweepers' paths.
+`give_up` is the one rule for work that keeps failing: the interactive sweeper and a batch chunk
+both use it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from django.conf import settings
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.utils import timezone
 
 from ml.calibration import digit_scores
@@ -134,13 +135,13 @@ def save_in_flight(submissions: Sequence[Submission], fields: Sequence[str]) -> 
         return 0
     meta = Submission._meta
     quote = connection.ops.quote_name
-    columns = [meta.get_field(name) for name in fields]
-    pk, status = meta.pk, meta.get_field("status")
-    assert pk is not None  # every model has one; this tells the type checker
+    by_name = {field.name: field for field in meta.concrete_fields}
+    columns = [by_name[name] for name in fields]
+    pk, status = by_name["id"], by_name["status"]
     sql = (
         f"UPDATE {quote(meta.db_table)} SET "
-        + ", ".join(f"{quote(field.column)} = %s" for field in columns)
-        + f" WHERE {quote(pk.column)} = %s AND {quote(status.column)} IN (%s, %s)"
+        + ", ".join(f"{quote(_column(field))} = %s" for field in columns)
+        + f" WHERE {quote(_column(pk))} = %s AND {quote(_column(status))} IN (%s, %s)"
     )
     rows = [
         [field.get_db_prep_save(getattr(item, field.attname), connection) for field in columns]
@@ -151,6 +152,11 @@ def save_in_flight(submissions: Sequence[Submission], fields: Sequence[str]) -> 
         cursor.executemany(sql, rows)
         # sqlite3 and psycopg both sum the rows changed over an executemany.
         return cursor.rowcount
+
+
+def _column(field: Field) -> str:
+    assert field.column is not None  # set for every concrete field once the model is loaded
+    return field.column
 
 
 def give_up(rows: QuerySet[Submission]) -> int:

@@ -12,7 +12,7 @@ inflates bzip2 and LZMA members without an output cap (893 bytes that claimed 1 
 - counts the bytes it inflates and stops one past the cap; a member that inflates past the size
   it declares is a lie, and the whole archive is refused.
 
-The limits are arguments; recognizer/batches.py passes the settings.
+The limits are arguments; recognizer/batches/parsing.py passes the settings.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ _READ_CHUNK = 64 * 1024
 
 
 class ArchiveError(ValueError):
-    """The archive as a whole is refused; `code` and `status` are what the API answers."""
+    """The archive as a whole is refused: a stable `code` and a message (the API maps the code to
+    an HTTP status, recognizer/api/errors.py)."""
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        self.code, self.message = code, message
 
 
 class MemberError(ValueError):
@@ -101,13 +102,11 @@ def read_directory(
         raise ArchiveError(
             "too_many_items",
             f"the ZIP has {entries} entries; at most {max_members} are read",
-            status=413,
         )
     if cd_size > max_directory_bytes:
         raise ArchiveError(
             "too_many_items",
             f"the ZIP's directory is {cd_size} bytes; at most {max_directory_bytes} are read",
-            status=413,
         )
     # Data before the archive (a self-extractor's stub) shifts every offset the same way.
     shift = directory_end - cd_size - cd_offset
@@ -130,7 +129,6 @@ def _walk(directory: bytes, *, shift: int, max_members: int) -> list[Member]:
             raise ArchiveError(
                 "too_many_items",
                 f"the ZIP has more than {max_members} entries; at most {max_members} are read",
-                status=413,
             )
         (flags, method, _, _, crc, csize, usize, name_len, extra_len, comment_len) = struct.unpack(
             "<HHHHIIIHHH", directory[pos + 8 : pos + 34]
@@ -190,7 +188,6 @@ def check_methods(members: list[Member]) -> None:
                 "unsupported_compression",
                 f"{member.filename[:100]}: compression method {member.method}; only stored and "
                 "deflate members are accepted",
-                status=415,
             )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 
 from django.conf import settings
 
@@ -53,6 +54,7 @@ def depth(value: object) -> int:
     stack = [(value, 1)]
     while stack:
         node, level = stack.pop()
+        children: Iterable[object]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):
@@ -64,9 +66,19 @@ def depth(value: object) -> int:
     return deepest
 
 
+def check_strokes_bytes(size: int) -> None:
+    """The strokes' size rule (MAX_STROKES_BYTES of JSON), checked on a client's JSON text before
+    it is parsed and on the strokes themselves before they are stored."""
+    if size > settings.MAX_STROKES_BYTES:
+        raise DomainError(
+            "strokes_too_large", f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes"
+        )
+
+
 def validate_strokes(strokes: object) -> list | None:
     """Pen strokes as the page sends them: a list of strokes, each a list of points, each a list
-    of 2 or 3 finite numbers (x, y and an optional time). Anything else is `invalid_strokes`."""
+    of 2 or 3 finite numbers (x, y and an optional time), within MAX_STROKES_BYTES as JSON.
+    A wrong shape is `invalid_strokes`, too many `strokes_too_large`."""
     if strokes is None:
         return None
     if not isinstance(strokes, list):
@@ -92,6 +104,7 @@ def validate_strokes(strokes: object) -> list | None:
                 raise DomainError(
                     "invalid_strokes", f"stroke {i}: a point is a list of 2 or 3 numbers [x, y, t]"
                 )
+    check_strokes_bytes(len(json.dumps(strokes)))
     return strokes
 
 

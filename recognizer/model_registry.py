@@ -208,6 +208,7 @@ def promote(*, name: str) -> ModelVersion:
     target = next((row for row in rows if row.name == name), None)
     if target is None:
         get_version(name=name)  # raises with the known names
+        raise RegistryError(f"no version {name}")  # not reached: get_version raised
     if target.status == ModelVersion.Status.ACTIVE:
         return target
     if not Path(target.weights_path).exists():

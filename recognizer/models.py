@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.db import models
 from django.db.models import F, Q
 
 from recognizer.errors import DomainError
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 # The labels a person can give: the ten digits. Labelling, review and the admin all use this.
 DIGITS = range(10)
+
+
+def signed_in(user: User | AnonymousUser | None) -> User | None:
+    """A request's user as an owner or reviewer: None for an anonymous one."""
+    if user is None or isinstance(user, AnonymousUser):
+        return None
+    return user
 
 
 def not_a_digit() -> DomainError:
@@ -48,6 +60,16 @@ class Submission(models.Model):
     content_type = models.CharField(max_length=32, blank=True)
     strokes = models.JSONField(
         null=True, blank=True, help_text="Pen strokes, when the page sent them."
+    )
+    # The page sends a drawing at every pen-up, so a digit in several strokes makes several
+    # submissions of one drawing; each new one supersedes the earlier ones, which are kept.
+    drawing_uuid = models.UUIDField(
+        null=True, blank=True, help_text="The drawing on the page this submission is a state of."
+    )
+    superseded = models.BooleanField(
+        default=False,
+        help_text="A later stroke of the same drawing replaced it: not reviewed or trained on "
+        "unless labelled.",
     )
     model_input = models.BinaryField(
         null=True, blank=True, help_text="The 28x28 uint8 image the model saw (784 bytes)."
@@ -111,6 +133,7 @@ class Submission(models.Model):
             models.Index(fields=["source", "created_at"], name="submission_source_created"),
             models.Index(fields=["batch", "batch_index"], name="submission_batch_index"),
             models.Index(fields=["reviewed_at"], name="submission_reviewed_at"),
+            models.Index(fields=["drawing_uuid"], name="submission_drawing_uuid"),
         ]
 
     def __str__(self) -> str:

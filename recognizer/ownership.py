@@ -11,11 +11,15 @@ A user's label remains a suggestion: only a reviewer's label is trained on (reco
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from recognizer.models import Submission
+from recognizer.models import Submission, signed_in
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, User
 
 _SALT = "recognizer.label-token"
 
@@ -24,8 +28,11 @@ def label_token(submission_id: UUID | str) -> str:
     return salted_hmac(_SALT, str(submission_id), algorithm="sha256").hexdigest()
 
 
-def may_label(*, submission: Submission, user: object, token: str | None) -> bool:
+def may_label(
+    *, submission: Submission, user: User | AnonymousUser | None, token: str | None
+) -> bool:
     owner_id = submission.owner_id
-    if owner_id is not None and getattr(user, "is_authenticated", False) and user.pk == owner_id:
+    signed = signed_in(user)
+    if owner_id is not None and signed is not None and signed.pk == owner_id:
         return True
     return bool(token) and constant_time_compare(str(token), label_token(submission.pk))

@@ -30,10 +30,13 @@ from django.db.models import Max, QuerySet
 
 from ml.checkpoint import load_checkpoint
 from ml.data import Split, load_split
-from ml.evaluate import evaluate_images
+from ml.evaluate import predict_probabilities, score
+from ml.paired_stats import PairedTable
+from ml.preprocess import to_model_input
 from ml.train import TrainConfig, train
 from recognizer import model_registry
 from recognizer.models import ModelVersion, Submission
+from recognizer.retrain_gate import GateResult, comparison_table, gate
 
 log = logging.getLogger(__name__)
 
@@ -112,29 +115,53 @@ def export_drawings(*, path: Path, include_holdout: bool = False) -> int:
 # --- Judging ------------------------------------------------------------------------------------
 
 
-def _summary(result: dict) -> dict:
-    correct = int(np.trace(np.asarray(result["confusion"]))) if result["n"] else 0
+@dataclass(frozen=True)
+class Evaluation:
+    """One model's answers on the evaluation sets ("mnist", "holdout")."""
+
+    metrics: dict  # per set: accuracy, n, correct, per_class (JSON, kept on the version)
+    right: dict[str, np.ndarray]  # per set: whether each image was answered right, in order
+
+
+def _summary(predicted: np.ndarray, labels: np.ndarray) -> dict:
+    if not len(labels):
+        return {"accuracy": None, "n": 0, "correct": 0, "per_class": {}}
+    result = score(predicted, labels)
     return {
-        "accuracy": result["accuracy"] if result["n"] else None,
+        "accuracy": result["accuracy"],
         "n": result["n"],
-        "correct": correct,
+        "correct": int((predicted == labels).sum()),
         "per_class": result["per_class"],
     }
+
+
+def evaluate(
+    *, weights: Path | str, holdout: Drawings, mnist_limit: int | None = None
+) -> Evaluation:
+    """MNIST test split (the first `mnist_limit` images when given) and the drawn holdout. The
+    same weights give the same answers: inference is deterministic on one machine."""
+    model, _ = load_checkpoint(Path(weights))
+    test = load_split("test")
+    sets = {
+        "mnist": (test.images[:mnist_limit], test.labels[:mnist_limit]),
+        "holdout": (holdout.images, holdout.labels),
+    }
+    metrics, right = {}, {}
+    for key, (images, labels) in sets.items():
+        predicted = (
+            predict_probabilities(model, to_model_input(images)).argmax(axis=1)
+            if len(labels)
+            else np.zeros(0, dtype=np.int64)
+        )
+        metrics[key] = _summary(predicted, labels)
+        right[key] = predicted == labels
+    return Evaluation(metrics=metrics, right=right)
 
 
 def evaluate_weights(
     *, weights: Path | str, holdout: Drawings, mnist_limit: int | None = None
 ) -> dict:
-    """MNIST test split (the first `mnist_limit` images when given) and the drawn holdout."""
-    model, _ = load_checkpoint(Path(weights))
-    test = load_split("test")
-    images, labels = test.images[:mnist_limit], test.labels[:mnist_limit]
-    metrics = {"mnist": _summary(evaluate_images(model, images, labels))}
-    if len(holdout):
-        metrics["holdout"] = _summary(evaluate_images(model, holdout.images, holdout.labels))
-    else:
-        metrics["holdout"] = {"accuracy": None, "n": 0, "correct": 0, "per_class": {}}
-    return metrics
+    return evaluate(weights=weights, holdout=holdout, mnist_limit=mnist_limit).metrics
 
 
 def evaluate_version(*, version: ModelVersion, mnist_limit: int | None = None) -> dict:
@@ -151,79 +178,27 @@ def points(summary: dict) -> float:
 
 
 @dataclass(frozen=True)
-class GateResult:
-    promote: bool
-    reasons: list[str]
-    holdout_gain: float  # points, candidate minus active
-    mnist_change: float  # points, candidate minus active
+class Judgement:
+    candidate: Evaluation
+    active: Evaluation
+    gate: GateResult
 
 
-def gate(
+def judge(
     *,
-    candidate: dict,
-    active: dict,
-    max_mnist_drop_points: float | None = None,
-    min_holdout_gain_points: float | None = None,
-    min_holdout: int | None = None,
-) -> GateResult:
-    """Promote only a candidate at least as good on the drawn holdout (by the configured gain)
-    that loses at most the configured points of MNIST test accuracy, judged on a holdout big
-    enough to mean something. Both metric dicts must come from the same images."""
-    max_drop = settings.RETRAIN_MAX_MNIST_DROP_POINTS
-    max_drop = max_drop if max_mnist_drop_points is None else max_mnist_drop_points
-    min_gain = settings.RETRAIN_MIN_HOLDOUT_GAIN_POINTS
-    min_gain = min_gain if min_holdout_gain_points is None else min_holdout_gain_points
-    min_n = settings.RETRAIN_MIN_HOLDOUT if min_holdout is None else min_holdout
-    gain = points(candidate["holdout"]) - points(active["holdout"])
-    change = points(candidate["mnist"]) - points(active["mnist"])
-    # Counts give exact points; the epsilon only absorbs float rounding in the subtraction.
-    eps = 1e-9
-    reasons = []
-    n = candidate["holdout"]["n"]
-    holdout_ok = n >= min_n
-    if not holdout_ok:
-        reasons.append(f"the drawn holdout has {n} drawings, fewer than {min_n}")
-    gain_ok = gain >= min_gain - eps
-    reasons.append(
-        f"drawn holdout {gain:+.2f} points {'>=' if gain_ok else '<'} {min_gain:+.2f} required"
-    )
-    mnist_ok = change >= -max_drop - eps
-    reasons.append(
-        f"MNIST test {change:+.2f} points {'>=' if mnist_ok else '<'} {-max_drop:+.2f} allowed"
-    )
-    return GateResult(
-        promote=holdout_ok and gain_ok and mnist_ok,
-        reasons=reasons,
-        holdout_gain=round(gain, 4),
-        mnist_change=round(change, 4),
-    )
-
-
-def comparison_table(
-    *, active_name: str, candidate_name: str, active: dict, candidate: dict
-) -> str:
-    def cell(summary: dict) -> str:
-        return f"{points(summary):.2f}%" if summary["n"] else "-"
-
-    rows = [
-        ("", f"{active_name} (active)", f"{candidate_name} (candidate)", "change"),
-        *[
-            (
-                f"{title} ({active[key]['n']})",
-                cell(active[key]),
-                cell(candidate[key]),
-                f"{points(candidate[key]) - points(active[key]):+.2f}" if active[key]["n"] else "-",
-            )
-            for key, title in (("mnist", "MNIST test"), ("holdout", "drawn holdout"))
-        ],
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(
-            text.ljust(widths[i]) if i == 0 else text.rjust(widths[i]) for i, text in enumerate(row)
-        ).rstrip()
-        for row in rows
-    )
+    candidate_weights: Path | str,
+    active_weights: Path | str,
+    holdout: Drawings,
+    mnist_limit: int | None = None,
+) -> Judgement:
+    """Both models answer the same images; the gate judges the paired answers."""
+    candidate = evaluate(weights=candidate_weights, holdout=holdout, mnist_limit=mnist_limit)
+    active = evaluate(weights=active_weights, holdout=holdout, mnist_limit=mnist_limit)
+    tables = {
+        key: PairedTable.from_correct(active.right[key], candidate.right[key])
+        for key in active.right
+    }
+    return Judgement(candidate=candidate, active=active, gate=gate(tables=tables))
 
 
 # --- Retraining ---------------------------------------------------------------------------------
@@ -323,14 +298,15 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
 
     try:
         card = train(config, progress=on_epoch, extra=training.split, show_bar=False)
-        progress("evaluating the candidate and the active version")
-        candidate_metrics = evaluate_weights(
-            weights=out, holdout=holdout, mnist_limit=options.eval_mnist_limit
+        progress("evaluating the candidate and the active version on the same images")
+        judgement = judge(
+            candidate_weights=out,
+            active_weights=active.weights_path,
+            holdout=holdout,
+            mnist_limit=options.eval_mnist_limit,
         )
-        active_metrics = evaluate_weights(
-            weights=active.weights_path, holdout=holdout, mnist_limit=options.eval_mnist_limit
-        )
-        decision = gate(candidate=candidate_metrics, active=active_metrics)
+        decision = judgement.gate
+        candidate_metrics, active_metrics = judgement.candidate.metrics, judgement.active.metrics
         trained_on = {
             "mnist_images": card["train_images"],
             "drawings": len(training),
@@ -341,6 +317,7 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
             "init": None if options.from_scratch else active.name,
             "epochs": epochs,
             "lr": lr,
+            "ema_decay": ema_decay,
             "seed": options.seed,
             "command": options.command,
             "training_seconds": card["training_seconds"],
@@ -349,7 +326,7 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
         metrics = {
             **candidate_metrics,
             "compared_with": {"version": active.name, **active_metrics},
-            "gate": {"promote": decision.promote, "reasons": decision.reasons},
+            "gate": decision.as_metrics(),
             "dry_run": options.dry_run,
         }
         candidate = model_registry.register_candidate(
@@ -367,10 +344,7 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
     if promoted:
         candidate = model_registry.promote(name=candidate.name)
     table = comparison_table(
-        active_name=active.name,
-        candidate_name=candidate.name,
-        active=active_metrics,
-        candidate=candidate_metrics,
+        active_name=active.name, candidate_name=candidate.name, result=decision
     )
     if promoted:
         verdict = f"promoted {candidate.name}: it answers from now on"
@@ -383,7 +357,7 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
         )
     else:
         verdict = f"{candidate.name} rejected, {active.name} stays active"
-    progress(f"{table}\ngate: " + "; ".join(decision.reasons) + f"\n{verdict}")
+    progress(f"{table}\n{verdict}")
     return RetrainResult(
         candidate=candidate,
         active=active,

@@ -8,8 +8,7 @@ Every business rule about a submission lives here or in the modules it names: wh
 from __future__ import annotations
 
 import io
-import json
-import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -22,28 +21,16 @@ from django.utils import timezone
 from PIL import Image
 
 from ml.preprocess import PreprocessError, preprocess_bytes
-from recognizer import answers, queue
+from recognizer import answer_signal, answers, limits, queue
 from recognizer.answers import FINISHED, Predictor
 from recognizer.errors import DomainError
 from recognizer.images import check_image_size, sniff_content_type
-from recognizer.models import Submission, check_digit
+from recognizer.models import Submission, check_digit, signed_in
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 # --- Accepting a drawing ------------------------------------------------------------------------
-
-
-def validate_strokes(strokes: object) -> object:
-    if strokes is None:
-        return None
-    if not isinstance(strokes, list):
-        raise DomainError("invalid_strokes", "strokes must be a list of strokes")
-    if len(json.dumps(strokes)) > settings.MAX_STROKES_BYTES:
-        raise DomainError(
-            "strokes_too_large", f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes"
-        )
-    return strokes
 
 
 def create_submission(
@@ -51,17 +38,20 @@ def create_submission(
     image: bytes,
     source: str = Submission.Source.API,
     strokes: object = None,
-    owner: AbstractBaseUser | AnonymousUser | None = None,
+    owner: User | AnonymousUser | None = None,
+    drawing: UUID | None = None,
 ) -> Submission:
     """Validate and preprocess a drawing, store it, and enqueue it once the transaction commits.
 
     The preprocessing runs here, in the request, so a client hears at once that its image is not an
-    image or is blank (4xx), and the worker only has to run the network.
+    image or is blank (4xx), and the worker only has to run the network. `drawing` is the page's id
+    for the drawing this is a state of: the earlier submissions of that drawing are marked
+    superseded (kept, but not reviewed or trained on unless labelled). One commit in all.
     """
     check_image_size(len(image))
-    strokes = validate_strokes(strokes)
+    strokes = limits.validate_strokes(strokes)
     try:
-        preprocessed = preprocess_bytes(image)
+        preprocessed = preprocess_bytes(image, limits=limits.image_limits())
     except PreprocessError as exc:
         raise DomainError(exc.code, str(exc)) from exc
 
@@ -71,11 +61,19 @@ def create_submission(
             content_type=sniff_content_type(image),
             strokes=strokes,
             source=source,
-            owner=owner if owner is not None and owner.is_authenticated else None,
+            owner=signed_in(owner),
             model_input=preprocessed.image.tobytes(),
             queued_at=timezone.now(),
+            attempts=1,  # counted here, in the same commit, rather than by enqueue()
+            drawing_uuid=drawing,
         )
-        transaction.on_commit(lambda: enqueue(submission_id=submission.id))
+        if drawing is not None:
+            Submission.objects.filter(drawing_uuid=drawing, superseded=False).exclude(
+                pk=submission.pk
+            ).update(superseded=True)
+        transaction.on_commit(
+            lambda: queue.send(queue.PREDICT_SUBMISSION, submission_id=submission.id)
+        )
     return submission
 
 
@@ -95,19 +93,7 @@ def enqueue(*, submission_id: UUID | str) -> bool:
 
 
 def model_input_array(submission: Submission) -> np.ndarray:
-    return np.frombuffer(bytes(submission.model_input), dtype=np.uint8).reshape(28, 28)
-
-
-def start_processing(*, submission_id: UUID | str) -> Submission | None:
-    """Claim a submission for prediction; None when there is nothing to do (deleted, or already
-    answered: a redelivered task must not predict twice)."""
-    now = timezone.now()
-    claimed = Submission.objects.filter(pk=submission_id, status__in=answers.IN_FLIGHT).update(
-        status=Submission.Status.PROCESSING, started_at=now
-    )
-    if not claimed:
-        return None
-    return Submission.objects.filter(pk=submission_id).first()
+    return np.frombuffer(bytes(submission.model_input or b""), dtype=np.uint8).reshape(28, 28)
 
 
 def record_prediction(
@@ -130,41 +116,74 @@ def record_prediction(
     return submission
 
 
-def record_failure(*, submission: Submission, code: str, message: str) -> None:
-    answers.fail(submission, code=code, message=message)
-    answers.save_in_flight([submission], answers.FAILURE_FIELDS)
-
-
 def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submission | None:
-    """The whole job of the interactive task, without Celery: claim, run the network, write back."""
-    submission = start_processing(submission_id=submission_id)
-    if submission is None:
+    """One submission through `predict_many`; the row as answered, or None (nothing to do)."""
+    answered = predict_many(submission_ids=[submission_id], predictor=predictor)
+    if not answered:
         return None
-    if not submission.model_input:
-        record_failure(submission=submission, code="no_input", message="nothing to predict")
-        return None
-    probabilities = predictor.predict_images(model_input_array(submission)[None])[0]
-    return record_prediction(
-        submission=submission,
-        probabilities=probabilities,
-        model_version=predictor.version,
-        digit_threshold=predictor.digit_threshold,
+    answered[0].refresh_from_db()
+    return answered[0] if answered[0].status == Submission.Status.DONE else None
+
+
+def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) -> list[Submission]:
+    """The whole job of the interactive worker, without Celery: claim the submissions still in
+    flight, run the network once over all of them, write every answer in one commit, then wake
+    whoever waits for them. Returns the submissions it answered or failed.
+
+    Submissions already answered (a redelivered message) or deleted are skipped, so running the
+    same ids twice changes nothing the second time.
+    """
+    ids = list(dict.fromkeys(str(pk) for pk in submission_ids))
+    claimed = Submission.objects.filter(pk__in=ids, status__in=answers.IN_FLIGHT)
+    if not claimed.update(status=Submission.Status.PROCESSING, started_at=timezone.now()):
+        return []
+    rows = list(
+        Submission.objects.filter(pk__in=ids, status=Submission.Status.PROCESSING).only(
+            "pk", "model_input"
+        )
     )
+    scored = [row for row in rows if row.model_input]
+    missing = [row for row in rows if not row.model_input]
+    if scored:
+        inputs = np.stack([model_input_array(row) for row in scored])
+        for row, probabilities in zip(scored, predictor.predict_images(inputs), strict=True):
+            answers.answer(
+                row,
+                probabilities=probabilities,
+                model_version=predictor.version,
+                digit_threshold=predictor.digit_threshold,
+            )
+    for row in missing:
+        answers.fail(row, code="no_input", message="nothing to predict")
+    with transaction.atomic():
+        answers.save_in_flight(scored, answers.ANSWER_FIELDS)
+        answers.save_in_flight(missing, answers.FAILURE_FIELDS)
+    answer_signal.announce(row.pk for row in rows)
+    return rows
 
 
 # --- Waiting for, labelling and sweeping ------------------------------------------------------
 
 
+# What an answer changes on a row: all a waiting request reads back.
+ANSWERED_FIELDS = [*answers.ANSWER_FIELDS, "started_at"]
+
+
 def wait_for_answer(*, submission: Submission, seconds: float) -> Submission:
-    """Hold a GET up to `seconds` (capped by MAX_WAIT_SECONDS) until the answer is there, so the
-    page hears it within a few milliseconds instead of at its next poll."""
-    deadline = time.monotonic() + min(max(seconds, 0.0), settings.MAX_WAIT_SECONDS)
-    while submission.status not in FINISHED and time.monotonic() < deadline:
-        # One indexed primary-key read per interval: cheap, and the answer is seen within it.
-        time.sleep(settings.WAIT_POLL_SECONDS)
-        submission.refresh_from_db(fields=["status"])
-    if submission.status in FINISHED:
-        submission.refresh_from_db()
+    """Hold a request up to `seconds` (capped by MAX_WAIT_SECONDS) until the answer is there.
+
+    The request blocks on the worker's Redis signal (recognizer/answer_signal.py), so it wakes
+    within a millisecond of the answer and reads the row only then (and every
+    WAIT_RECHECK_SECONDS, in case a signal was lost)."""
+    seconds = min(max(seconds, 0.0), settings.MAX_WAIT_SECONDS)
+    if submission.status in FINISHED or seconds <= 0:
+        return submission
+
+    def finished() -> bool:
+        submission.refresh_from_db(fields=ANSWERED_FIELDS)
+        return submission.status in FINISHED
+
+    answer_signal.wait(submission.pk, seconds, finished)
     return submission
 
 

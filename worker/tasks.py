@@ -8,13 +8,17 @@ there too.
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from celery.signals import worker_process_init
+from celery_batches import SimpleRequest
 from django.conf import settings
+from django.db import DatabaseError
 
 from recognizer import queue, retraining, services
 from recognizer.batches import jobs, scoring
+from worker.batching import ReliableBatches
 from worker.model_holder import get_predictor
 
 log = logging.getLogger(__name__)
@@ -29,9 +33,31 @@ def load_model_at_start(**_: object) -> None:
         log.exception("could not preload the model")
 
 
-@shared_task(name=queue.PREDICT_SUBMISSION, **queue.RELIABLE_DELIVERY)
-def predict_submission(*, submission_id: str) -> None:
-    services.predict_one(submission_id=submission_id, predictor=get_predictor())
+@shared_task(
+    name=queue.PREDICT_SUBMISSION,
+    base=ReliableBatches,
+    # Whatever is queued, up to INTERACTIVE_BATCH_SIZE drawings, or what came within
+    # INTERACTIVE_BATCH_WAIT_SECONDS of the first: one forward pass, one commit.
+    flush_every=settings.INTERACTIVE_BATCH_SIZE,
+    flush_interval=settings.INTERACTIVE_BATCH_WAIT_SECONDS,
+    # Acknowledged once answered; requeued at once if the process dies (ReliableBatches).
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def predict_submission(requests: list[SimpleRequest]) -> None:
+    ids = [request.kwargs["submission_id"] for request in requests]
+    # Database errors are retried here with backoff (a batch cannot use Celery's per-message
+    # retry); after the last try the submissions stay in flight for the sweeper.
+    for delay in (0.1, 0.3, 1.0, 3.0, None):
+        try:
+            services.predict_many(submission_ids=ids, predictor=get_predictor())
+            return
+        except DatabaseError:
+            if delay is None:
+                raise
+            log.warning("database error on a batch of %d, again in %.1f s", len(ids), delay)
+            time.sleep(delay)
 
 
 @shared_task(name=queue.SWEEP_STUCK_SUBMISSIONS, ignore_result=True)

@@ -11,6 +11,9 @@ The domain is recognizer/batches/; this module only checks who asks and shapes t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import TooManyFilesSent
 from django.db.models import QuerySet
@@ -21,6 +24,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
@@ -30,11 +34,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, UserRateThrottle
 
+from recognizer import limits
 from recognizer.api.parsers import JSONParser
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
+from recognizer.batches.results import spreadsheet_safe
 from recognizer.errors import DomainError
-from recognizer.models import BatchJob, Submission
+from recognizer.models import BatchJob, Submission, signed_in
 
 # --- Serializers --------------------------------------------------------------------------------
 
@@ -73,7 +79,10 @@ class BatchImageSerializer(serializers.Serializer):
 
 
 class BatchJSONRequestSerializer(serializers.Serializer):
-    images = BatchImageSerializer(many=True)
+    # The bounds the parser enforces (empty_batch, too_many_items), stated for the schema.
+    images = serializers.ListField(
+        child=BatchImageSerializer(), min_length=1, max_length=settings.BATCH_MAX_ITEMS
+    )
 
 
 class BatchMultipartRequestSerializer(serializers.Serializer):
@@ -119,10 +128,13 @@ class CSVRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(
-        self, data: object, accepted_media_type: str | None = None, renderer_context: dict = None
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         if isinstance(data, dict) and "code" in data:
-            message = str(data.get("message", "")).replace('"', '""')
+            message = spreadsheet_safe(str(data.get("message", ""))).replace('"', '""')
             return f'code,message\r\n{data["code"]},"{message}"\r\n'.encode()
         return b""
 
@@ -143,11 +155,12 @@ class FormatFirstNegotiation(DefaultContentNegotiation):
     `Accept: application/json`, which DRF would otherwise answer with 406."""
 
     def select_renderer(
-        self, request: Request, renderers: list, format_suffix: str | None = None
-    ) -> tuple:
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         wanted = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
         if wanted:
-            renderer = self.filter_renderers(renderers, wanted)[0]  # 404 for an unknown format
+            # 404 for an unknown format
+            renderer = self.filter_renderers(list(renderers), wanted)[0]
             return renderer, renderer.media_type
         return super().select_renderer(request, renderers, format_suffix)
 
@@ -173,7 +186,15 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         # Another client's job is not found (404), not forbidden: its existence is not disclosed.
         if getattr(self, "swagger_fake_view", False):
             return BatchJob.objects.none()
-        return BatchJob.objects.filter(owner=self.request.user)
+        return BatchJob.objects.filter(owner=signed_in(self.request.user))
+
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        # Before authentication: a session's CSRF check parses a multipart body to find its token.
+        if self.action == "create":
+            limits.check_content_length(
+                request.META, limit=settings.BATCH_MAX_BYTES, code="batch_too_large"
+            )
+        super().initial(request, *args, **kwargs)
 
     def get_throttles(self) -> list[BaseThrottle]:
         # Creating work is throttled (THROTTLE_USER); progress polls and result reads are not.
@@ -190,13 +211,15 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         summary="Create a batch job: many images, a ZIP, or an N x 28 x 28 array",
     )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
-        parsing.check_body_size(content_length=int(request.META.get("CONTENT_LENGTH") or 0))
         try:
             data, files = request.data, request.FILES
         except TooManyFilesSent:
             raise parsing.too_many_items_error() from None
         items = parsing.parse_request(data=data, files=files)
-        job = jobs.create_job(owner=request.user, items=items)
+        owner = signed_in(request.user)
+        if owner is None:  # IsAuthenticated let no anonymous client in
+            raise NotAuthenticated()
+        job = jobs.create_job(owner=owner, items=items)
         body = BatchJobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 

@@ -6,6 +6,8 @@ raises DomainError with a code and a message; the HTTP status of each code is ch
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
@@ -54,7 +56,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     code, message = _first_error(response.data, getattr(exc, "default_code", "error"))
-    body = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": message}
     if isinstance(response.data, dict) and set(response.data) != {"detail"}:
         body["errors"] = response.data
     response.data = body

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import IO, Any
+
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
@@ -27,8 +30,11 @@ class JSONParser(BaseParser):
         )
 
     def parse(
-        self, stream: object, media_type: str | None = None, parser_context: dict | None = None
-    ) -> object:
+        self,
+        stream: IO[Any] | None,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:  # whatever the JSON holds; the callers check its shape
         limit = self.max_bytes()
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.urls import reverse
@@ -8,7 +10,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from recognizer import limits, ownership
-from recognizer.errors import DomainError
 from recognizer.images import check_image_size, decode_base64_image
 from recognizer.models import Submission, check_digit, not_a_digit
 
@@ -50,13 +51,9 @@ class StrokesField(serializers.Field):
     """Pen strokes as JSON (checked for shape here, for size by the service); multipart clients
     send them as a JSON string, parsed with the same depth limit as a JSON body."""
 
-    def to_internal_value(self, data: object) -> object:
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, str):
-            if len(data) > settings.MAX_STROKES_BYTES:
-                raise DomainError(
-                    "strokes_too_large",
-                    f"strokes are over the limit of {settings.MAX_STROKES_BYTES} bytes",
-                )
+            limits.check_strokes_bytes(len(data))
             try:
                 data = limits.loads(data)
             except ValueError as exc:
@@ -72,7 +69,14 @@ class StrokesField(serializers.Field):
 class SubmissionCreateSerializer(serializers.Serializer):
     image = ImageField()
     strokes = StrokesField(required=False, allow_null=True)
-    source = serializers.ChoiceField(
+    drawing = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="The client's id for the drawing this is a state of (the page sends one per "
+        "drawing, at every pen-up): a new submission supersedes the drawing's earlier ones.",
+    )
+    # DRF's metaclass moves declared fields off the class, so this does not shadow Field.source.
+    source = serializers.ChoiceField(  # type: ignore[assignment]
         choices=[Submission.Source.PAGE, Submission.Source.API],
         default=Submission.Source.API,
     )
@@ -140,8 +144,24 @@ class SubmissionSerializer(serializers.ModelSerializer):
         )
 
 
+class SubmissionAnsweredSerializer(SubmissionSerializer):
+    """A POST ?wait= answered in time: GET's body, and the label_token of the 202 answer."""
+
+    label_token = serializers.SerializerMethodField(
+        help_text="Send it with a label: only the client that sent the drawing may label it."
+    )
+
+    class Meta(SubmissionSerializer.Meta):
+        fields = [*SubmissionSerializer.Meta.fields, "label_token"]
+        read_only_fields = fields
+
+    def get_label_token(self, submission: Submission) -> str:
+        return ownership.label_token(submission.pk)
+
+
 class LabelSerializer(serializers.Serializer):
-    correct_label = serializers.IntegerField()
+    # The bounds check_digit enforces, also stated here for the OpenAPI schema.
+    correct_label = serializers.IntegerField(min_value=0, max_value=9)
     label_token = serializers.CharField(
         required=False,
         max_length=128,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -18,14 +20,38 @@ from rest_framework.throttling import (
 )
 
 from recognizer import limits, ownership, services
+from recognizer.answers import FINISHED
 from recognizer.api.serializers import (
     LabelSerializer,
+    SubmissionAnsweredSerializer,
     SubmissionCreatedSerializer,
     SubmissionCreateSerializer,
     SubmissionSerializer,
 )
 from recognizer.errors import DomainError
 from recognizer.models import Submission
+
+WAIT_PARAMETER = OpenApiParameter(
+    "wait",
+    OpenApiTypes.FLOAT,
+    description="Hold the request up to this many seconds (at most MAX_WAIT_SECONDS, "
+    f"{settings.MAX_WAIT_SECONDS:g} by default) until the answer is there. The request waits on "
+    "a signal from the worker, not by polling.",
+)
+
+
+def wait_seconds(request: Request) -> float:
+    """The ?wait= of a request, in seconds (0 when absent); a 400 invalid_wait when not a number."""
+    wait = request.query_params.get("wait")
+    if not wait:
+        return 0.0
+    try:
+        seconds = float(wait)
+    except ValueError:
+        raise DomainError("invalid_wait", "wait must be a number") from None
+    if not math.isfinite(seconds):
+        raise DomainError("invalid_wait", "wait must be a number of seconds")
+    return min(max(seconds, 0.0), settings.MAX_WAIT_SECONDS)
 
 
 class LabelRateThrottle(SimpleRateThrottle):
@@ -42,7 +68,8 @@ class LabelRateThrottle(SimpleRateThrottle):
 class SubmissionViewSet(
     mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
-    queryset = Submission.objects.all()
+    # The uploaded image and the strokes are never sent back: not read either.
+    queryset = Submission.objects.defer("image", "strokes")
     serializer_class = SubmissionSerializer
 
     def initial(self, request: Request, *args: object, **kwargs: object) -> None:
@@ -63,10 +90,23 @@ class SubmissionViewSet(
 
     @extend_schema(
         request=SubmissionCreateSerializer,
-        responses={202: SubmissionCreatedSerializer},
+        parameters=[WAIT_PARAMETER],
+        responses={
+            200: OpenApiResponse(
+                SubmissionAnsweredSerializer,
+                description="With ?wait=N: answered (done or failed) within N seconds; the same "
+                "body as GET.",
+            ),
+            202: OpenApiResponse(
+                SubmissionCreatedSerializer,
+                description="Stored and queued: no ?wait=, or no answer within it. GET the "
+                "`url` (with ?wait=) for the answer.",
+            ),
+        },
         summary="Submit a drawing (PNG, JPEG or WebP) for recognition",
     )
     def create(self, request: Request, *args: object, **kwargs: object) -> Response:
+        seconds = wait_seconds(request)  # a bad ?wait= is refused before anything is stored
         serializer = SubmissionCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         submission = services.create_submission(
@@ -74,28 +114,22 @@ class SubmissionViewSet(
             strokes=serializer.validated_data.get("strokes"),
             source=serializer.validated_data["source"],
             owner=request.user,
+            drawing=serializer.validated_data.get("drawing"),
         )
-        body = SubmissionCreatedSerializer(submission, context={"request": request}).data
+        if seconds:
+            submission = services.wait_for_answer(submission=submission, seconds=seconds)
+        context = {"request": request}
+        if submission.status in FINISHED:
+            body = SubmissionAnsweredSerializer(submission, context=context).data
+            return Response(body, status=status.HTTP_200_OK, headers={"Location": body["url"]})
+        body = SubmissionCreatedSerializer(submission, context=context).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "wait",
-                OpenApiTypes.FLOAT,
-                description="Hold the request up to this many seconds until the answer is there.",
-            )
-        ],
-        summary="A submission's status and prediction",
-    )
+    @extend_schema(parameters=[WAIT_PARAMETER], summary="A submission's status and prediction")
     def retrieve(self, request: Request, *args: object, **kwargs: object) -> Response:
+        seconds = wait_seconds(request)
         submission = self.get_object()
-        wait = request.query_params.get("wait")
-        if wait:
-            try:
-                seconds = float(wait)
-            except ValueError:
-                raise DomainError("invalid_wait", "wait must be a number") from None
+        if seconds:
             submission = services.wait_for_answer(submission=submission, seconds=seconds)
         return Response(self.get_serializer(submission).data)
 

@@ -19,10 +19,10 @@ from recognizer.errors import DomainError
 from recognizer.models import BatchJob, Submission
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 
-def create_job(*, owner: AbstractBaseUser, items: list[Item]) -> BatchJob:
+def create_job(*, owner: User, items: list[Item]) -> BatchJob:
     """Store the job and its items in one transaction; chunks are enqueued once it commits."""
     check_count(len(items))
     now = timezone.now()
@@ -58,13 +58,16 @@ def create_job(*, owner: AbstractBaseUser, items: list[Item]) -> BatchJob:
             ],
             batch_size=500,
         )
-        size = settings.BATCH_CHUNK_SIZE
-        starts = sorted(
-            {index // size * size for index, item in enumerate(items) if not item.error_code}
-        )
+        starts = chunk_starts(index for index, item in enumerate(items) if not item.error_code)
         job_id = job.pk
         transaction.on_commit(lambda: enqueue_chunks(batch_id=job_id, starts=starts))
     return job
+
+
+def chunk_starts(indexes: Iterable[int]) -> list[int]:
+    """The first index of every chunk (BATCH_CHUNK_SIZE items) holding one of `indexes`."""
+    size = settings.BATCH_CHUNK_SIZE
+    return sorted({index // size * size for index in indexes})
 
 
 def enqueue_chunks(*, batch_id: UUID | str, starts: Iterable[int]) -> int:
@@ -126,7 +129,6 @@ def requeue_stalled(*, now: datetime | None = None) -> dict[str, int]:
         status__in=[BatchJob.Status.QUEUED, BatchJob.Status.RUNNING], created_at__lt=cutoff
     ).values_list("pk", flat=True)
     requeued = 0
-    size = settings.BATCH_CHUNK_SIZE
     for batch_id in jobs[:100]:
         pending = Submission.objects.filter(batch_id=batch_id, status__in=answers.IN_FLIGHT)
         marks = Submission.objects.filter(batch_id=batch_id).aggregate(
@@ -134,8 +136,8 @@ def requeue_stalled(*, now: datetime | None = None) -> dict[str, int]:
         )
         if any(at is not None and at >= cutoff for at in marks.values()):
             continue
-        starts = sorted(
-            {index // size * size for index in pending.values_list("batch_index", flat=True)}
+        starts = chunk_starts(
+            index for index in pending.values_list("batch_index", flat=True) if index is not None
         )
         if not starts:
             add_progress(batch_id=batch_id, done=0, failed=0)  # counters complete: close it

@@ -3,25 +3,30 @@
 their names.
 
 Every count and size is checked before the work it bounds: the body against BATCH_MAX_BYTES, the
-ZIP's entries before its directory is read, each member before it is inflated, a .npy header
-against the bytes that follow. One bad image becomes an Item with an `error_code` and fails alone;
-a bad container refuses the whole request with a DomainError.
+ZIP's directory before it is read and each member while it is inflated (recognizer/archive.py), a
+.npy or IDX header before anything is allocated, each image's pixels from its header on arrival.
+One bad image becomes an Item with an `error_code` and fails alone; a bad container refuses the
+whole request with a DomainError.
 """
 
 from __future__ import annotations
 
+import ast
 import io
+import math
 import struct
-import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.utils.datastructures import MultiValueDict
 from PIL import Image
 
 from ml.data import IdxError, parse_idx
+from ml.preprocess import PreprocessError, open_image
+from recognizer import archive
 from recognizer.errors import DomainError
 from recognizer.images import (
     IMAGE_TYPES,
@@ -30,6 +35,7 @@ from recognizer.images import (
     over_image_limit,
     sniff_content_type,
 )
+from recognizer.limits import image_limits
 
 # Array items are stored as a lossless 8-bit PNG of the row (so the admin shows them like any
 # image); this content type tells the worker to run them through `preprocess_array`.
@@ -56,6 +62,18 @@ def _too_large_item(name: str, size: int) -> Item:
     return Item(name, b"", error_code=error.code, error=error.message)
 
 
+def image_item(name: str, data: bytes) -> Item:
+    """An image as it arrives: its format and its pixels checked from its header (nothing is
+    decoded), so a 13000x13000 PNG of a few hundred KB is refused here, never stored, never
+    decoded by the worker or the admin."""
+    try:
+        with open_image(data, limits=image_limits()):
+            pass
+    except PreprocessError as exc:
+        return Item(name, b"", error_code=exc.code, error=str(exc))
+    return Item(name, data, sniff_content_type(data))
+
+
 # --- Reading a request --------------------------------------------------------------------------
 
 
@@ -74,17 +92,11 @@ def too_large_error() -> DomainError:
     )
 
 
-def check_body_size(*, content_length: int) -> None:
-    """Refuse an oversized body from its Content-Length, before a byte of it is parsed."""
-    if content_length > settings.BATCH_MAX_BYTES:
-        raise too_large_error()
-
-
-def parse_request(*, data: Mapping, files: Mapping) -> list[Item]:
+def parse_request(*, data: object, files: MultiValueDict) -> list[Item]:
     """The items of a batch request: JSON `{"images": [{"name", "image"}, ...]}`, multipart
     repeated `images` files, or multipart `file` holding a ZIP, a .npy array or an IDX file."""
-    uploads = files.getlist("images") if hasattr(files, "getlist") else []
-    containers = files.getlist("file") if hasattr(files, "getlist") else []
+    uploads = files.getlist("images")
+    containers = files.getlist("file")
     if uploads and containers:
         raise DomainError("invalid", "send either `images` files or one `file`, not both")
     if len(containers) > 1:
@@ -94,7 +106,7 @@ def parse_request(*, data: Mapping, files: Mapping) -> list[Item]:
         return items_from_file(stream=upload, filename=upload.name or "")
     if uploads:
         return items_from_uploads(uploads=uploads)
-    images = data.get("images") if hasattr(data, "get") else None
+    images = data.get("images") if isinstance(data, Mapping) else None
     if images is None:
         raise DomainError(
             "required",
@@ -147,7 +159,7 @@ def items_from_json(*, images: list) -> list[Item]:
             items.append(Item(name, b"", error_code=exc.code, error=exc.message))
             continue
         budget.take(len(image))
-        items.append(Item(name, image, sniff_content_type(image)))
+        items.append(image_item(name, image))
     return items
 
 
@@ -160,8 +172,7 @@ def items_from_uploads(*, uploads: list) -> list[Item]:
             # Not read at all: the item fails alone, the others go on.
             items.append(_too_large_item(name, upload.size))
             continue
-        image = upload.read()
-        items.append(Item(name, image, sniff_content_type(image)))
+        items.append(image_item(name, upload.read()))
     return items
 
 
@@ -187,7 +198,10 @@ def items_from_file(*, stream: io.IOBase, filename: str = "") -> list[Item]:
     if sniff_content_type(data) in IMAGE_TYPES:
         if over_image_limit(len(data)):
             raise image_too_large(len(data))
-        return [Item(filename[:255], data, sniff_content_type(data))]
+        item = image_item(filename[:255], data)
+        if item.error_code:
+            raise DomainError(item.error_code, item.error)
+        return [item]
     raise DomainError(
         "unsupported_file",
         "file must be a ZIP of images, a .npy array or an IDX file (optionally gzipped)",
@@ -195,113 +209,121 @@ def items_from_file(*, stream: io.IOBase, filename: str = "") -> list[Item]:
 
 
 def _gunzip(data: bytes) -> bytes:
-    """Decompress with the job's byte cap, so a gzip bomb stops at BATCH_MAX_BYTES."""
-    inflater = zlib.decompressobj(wbits=31)
+    """Decompress within the job's byte cap. A first pass only counts what the data inflates to,
+    in small pieces it throws away, so a gzip bomb is refused at the cap having held next to
+    nothing; only data that fits is inflated again, to keep."""
+    cap = settings.BATCH_MAX_BYTES
+    counter = zlib.decompressobj(wbits=31)
+    size = 0
+    pending = data
     try:
-        out = inflater.decompress(data, settings.BATCH_MAX_BYTES + 1)
+        while pending and not counter.eof:
+            size += len(counter.decompress(pending, _GUNZIP_PIECE))
+            pending = counter.unconsumed_tail
+            if size > cap:
+                raise too_large_error()
+        return zlib.decompressobj(wbits=31).decompress(data, cap + 1)
     except zlib.error as exc:
         raise DomainError("invalid_file", f"the gzip data is corrupt: {exc}") from exc
-    if len(out) > settings.BATCH_MAX_BYTES:
-        raise too_large_error()
-    return out
+
+
+_GUNZIP_PIECE = 1024 * 1024
 
 
 # --- ZIP ----------------------------------------------------------------------------------------
 
-
-def _zip_entry_count(stream: io.IOBase) -> int | None:
-    """Entries the ZIP's end record announces, read before zipfile parses the central directory
-    (whose objects for a million tiny entries would fill the web process's memory)."""
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
-    tail_size = min(size, 22 + 65535)
-    stream.seek(size - tail_size)
-    tail = stream.read(tail_size)
-    stream.seek(0)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or at + 22 > len(tail):
-        return None
-    (entries,) = struct.unpack("<H", tail[at + 10 : at + 12])
-    locator = at - 20
-    if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
-        # ZIP64: the real count is in the ZIP64 end record the locator points to.
-        (record_offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
-        stream.seek(record_offset)
-        record = stream.read(56)
-        stream.seek(0)
-        if record[:4] == b"PK\x06\x06" and len(record) == 56:
-            (entries,) = struct.unpack("<Q", record[32:40])
-    return entries
+# The central directory is read into memory: on average an entry may take this many bytes.
+ZIP_DIRECTORY_BYTES_PER_MEMBER = 1024
 
 
-def _skipped_member(info: zipfile.ZipInfo) -> bool:
+def _skipped_member(member: archive.Member) -> bool:
     """Folders and the metadata that macOS and Windows put into archives are not images."""
-    base = info.filename.rsplit("/", 1)[-1]
+    base = member.filename.rsplit("/", 1)[-1]
     return (
-        info.is_dir()
-        or info.filename.startswith("__MACOSX/")
+        member.is_dir()
+        or member.filename.startswith("__MACOSX/")
         or base.startswith(".")
         or base.lower() in ("thumbs.db", "desktop.ini")
     )
 
 
 def items_from_zip(*, stream: io.IOBase) -> list[Item]:
-    entries = _zip_entry_count(stream)
-    if entries is not None and entries > settings.BATCH_ZIP_MAX_MEMBERS:
-        raise DomainError(
-            "too_many_items",
-            f"the ZIP has {entries} entries; at most {settings.BATCH_ZIP_MAX_MEMBERS} are read",
-        )
+    """Only stored and deflate members; the directory bounded before it is read; every member
+    inflated to at most one byte past its cap, and the job's total within BATCH_MAX_BYTES."""
+    limit = settings.BATCH_ZIP_MAX_MEMBERS
     try:
-        archive = zipfile.ZipFile(stream)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
-        raise DomainError("invalid_file", f"not a readable ZIP file: {exc}") from exc
-    with archive:
-        members = [info for info in archive.infolist() if not _skipped_member(info)]
-        if len(archive.infolist()) > settings.BATCH_ZIP_MAX_MEMBERS:
-            raise DomainError("too_many_items", "the ZIP has too many entries")
+        members = archive.read_directory(
+            stream,
+            max_members=limit,
+            max_directory_bytes=limit * ZIP_DIRECTORY_BYTES_PER_MEMBER,
+        )
+        members = [member for member in members if not _skipped_member(member)]
+        archive.check_methods(members)
         check_count(len(members))
         budget = _ByteBudget()
-        return [_zip_item(archive, info, budget) for info in members]
+        return [_zip_item(stream, member, budget) for member in members]
+    except archive.ArchiveError as exc:
+        raise DomainError(exc.code, exc.message) from exc
 
 
-def _zip_item(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _ByteBudget) -> Item:
-    name = info.filename[:255]
-    if over_image_limit(info.file_size):
-        return _too_large_item(name, info.file_size)
+def _zip_item(stream: io.IOBase, member: archive.Member, budget: _ByteBudget) -> Item:
+    name = member.filename[:255]
+    if over_image_limit(member.declared_size):
+        return _too_large_item(name, member.declared_size)  # never inflated
+    if member.declared_size > budget.left:
+        raise too_large_error()
     try:
-        with archive.open(info) as member:
-            # Never trust the header's size: read at most one byte past each cap. The job's budget
-            # bounds the total a ZIP bomb can make us inflate.
-            data = member.read(min(settings.MAX_IMAGE_BYTES, max(budget.left, 0)) + 1)
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as exc:
-        # Encrypted, an unsupported compression, a bad CRC: this member fails alone.
-        return Item(name, b"", error_code="unreadable_member", error=f"cannot read {name}: {exc}")
-    if over_image_limit(len(data)):
-        return _too_large_item(name, len(data))
+        data = archive.read_member(stream, member, limit=settings.MAX_IMAGE_BYTES)
+    except archive.MemberError as exc:
+        # Encrypted, corrupt, a bad CRC: this member fails alone.
+        return Item(name, b"", error_code=exc.code, error=exc.message)
     budget.take(len(data))
-    return Item(name, data, sniff_content_type(data))
+    return image_item(name, data)
 
 
 # --- Arrays (.npy, IDX) -------------------------------------------------------------------------
 
 
+# At most N x 1 x H x W; numpy itself refuses more than 64 dimensions, and a header is short.
+NPY_MAX_DIMENSIONS = 4
+NPY_MAX_HEADER_BYTES = 4096
+
+
 def _parse_npy(data: bytes) -> np.ndarray:
-    """A .npy file without pickles, checking the header's shape against the bytes that follow
-    before anything is allocated (np.load would allocate whatever the header claims)."""
-    stream = io.BytesIO(data)
+    """A .npy file without pickles, its header checked before anything is allocated: at most
+    NPY_MAX_DIMENSIONS non-negative whole dimensions whose product (in Python integers, which do
+    not wrap) matches the bytes that follow. np.load would allocate whatever the header claims."""
+    if len(data) < 10 or data[6] not in (1, 2, 3):
+        raise DomainError("invalid_file", "not a readable .npy file: bad magic or version")
+    if data[6] == 1:
+        (header_len,) = struct.unpack("<H", data[8:10])
+        start = 10
+    else:
+        (header_len,) = struct.unpack("<I", data[8:12])
+        start = 12
+    if header_len > NPY_MAX_HEADER_BYTES or start + header_len > len(data):
+        raise DomainError("invalid_file", f"not a readable .npy file: header of {header_len} bytes")
     try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-    except (ValueError, SyntaxError, OSError) as exc:
+        header = ast.literal_eval(data[start : start + header_len].decode("latin1"))
+        shape, fortran = header["shape"], header["fortran_order"]
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+    except (ValueError, SyntaxError, TypeError, KeyError, OverflowError, RecursionError) as exc:
         raise DomainError("invalid_file", f"not a readable .npy file: {exc}") from exc
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > NPY_MAX_DIMENSIONS
+        or not all(type(size) is int and size >= 0 for size in shape)
+        or not isinstance(fortran, bool)
+    ):
+        raise DomainError(
+            "invalid_array",
+            f"the shape must be at most {NPY_MAX_DIMENSIONS} non-negative whole numbers, "
+            f"not {str(shape)[:100]}",
+        )
     if dtype.hasobject or dtype.kind not in "biuf":
         raise DomainError("invalid_array", f"array values must be numbers, not {dtype}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    offset = stream.tell()
+    count = math.prod(shape)
+    offset = start + header_len
     if len(data) - offset != count * dtype.itemsize:
         raise DomainError(
             "invalid_file",
@@ -342,6 +364,10 @@ def items_from_array(*, pixels: np.ndarray, filename: str = "") -> list[Item]:
     # Counted before any conversion, so an oversized array is refused without copying it.
     check_count(pixels.shape[0] if pixels.ndim else 1)
     images = as_images(pixels)
+    try:
+        image_limits().check(images.shape[2], images.shape[1])
+    except PreprocessError as exc:
+        raise DomainError(exc.code, str(exc)) from exc
     prefix = filename.rsplit("/", 1)[-1][:200]
     return [
         Item(f"{prefix}[{index}]" if prefix else str(index), array_png(image), ARRAY_CONTENT_TYPE)

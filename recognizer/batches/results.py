@@ -67,6 +67,17 @@ CSV_HEADER = [
 ]
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+# (=HYPERLINK(...) in an item's name would become a link, or worse, when the CSV is opened).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading ' when it would start a formula
+    (OWASP's CSV injection advice). Numbers are written as numbers and never need it."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 class _Line:
     """A file-like that hands back what csv.writer wrote, one line at a time."""
 
@@ -85,14 +96,14 @@ def csv_lines(*, job: BatchJob) -> Iterator[str]:
         yield writer.writerow(
             [
                 index,
-                name,
+                spreadsheet_safe(name),
                 status,
                 "" if prediction is None else prediction,
                 "" if confidence is None else confidence,
                 *(probabilities or [""] * 10),
                 "" if is_digit is None else str(is_digit).lower(),
                 "" if score is None else score,
-                code,
-                error,
+                spreadsheet_safe(code),
+                spreadsheet_safe(error),
             ]
         )

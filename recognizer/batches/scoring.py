@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -23,6 +24,7 @@ from recognizer import answers
 from recognizer.answers import Predictor
 from recognizer.batches.jobs import add_progress
 from recognizer.batches.parsing import ARRAY_CONTENT_TYPE
+from recognizer.limits import image_limits
 from recognizer.models import BatchJob, Submission
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,12 @@ class ChunkResult:
 
 def model_input_for(*, image: bytes, content_type: str) -> np.ndarray:
     """The 28x28 uint8 image the model sees, through the one canonical preprocessing."""
+    limits = image_limits()
     if content_type == ARRAY_CONTENT_TYPE:
         with Image.open(io.BytesIO(image)) as png:
-            return preprocess_array(np.asarray(png)).image
-    return preprocess_bytes(image).image
+            limits.check(*png.size)
+            return preprocess_array(np.asarray(png), limits=limits).image
+    return preprocess_bytes(image, limits=limits).image
 
 
 def score_chunk(
@@ -50,6 +54,7 @@ def score_chunk(
 ) -> ChunkResult:
     """Preprocess the chunk's items one by one, run the model once on all that survived, write
     every answer with bulk updates and add to the job's counters in the same transaction."""
+    batch_id = UUID(str(batch_id))  # the broker carries it as a string
     chunk = Submission.objects.filter(
         batch_id=batch_id, batch_index__gte=start, batch_index__lt=stop
     )
@@ -78,6 +83,10 @@ def score_chunk(
         except PreprocessError as exc:
             answers.fail(item, code=exc.code, message=str(exc))
             failed.append(item)
+        except SoftTimeLimitExceeded:
+            # The chunk ran out of time, not this item: nothing is recorded against it, the task
+            # fails and the stalled-batch sweeper sends the chunk again.
+            raise
         except Exception as exc:  # one odd file must not sink the chunk (and loop on redelivery)
             log.exception("batch item %s could not be preprocessed", item.pk)
             answers.fail(item, code="invalid_image", message=f"the image could not be read: {exc}")

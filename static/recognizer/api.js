@@ -7,7 +7,8 @@
 //   "timeout" no final answer before the deadline
 //   "failed"  the worker gave up on this drawing (status "failed"); `message` is its error
 
-// The longest single long-poll we ask for; the server caps it at MAX_WAIT_SECONDS (10 s) anyway.
+// The longest single long-poll we ask for (the POST's own wait, then each GET's); the server caps
+// it at MAX_WAIT_SECONDS (10 s) anyway.
 const LONG_POLL_SECONDS = 5;
 // Never poll faster than this, in case a server ignores ?wait= and answers at once.
 const MIN_POLL_INTERVAL_MS = 250;
@@ -49,14 +50,40 @@ export function sameOriginPath(url) {
   return parsed.href;
 }
 
-/** POST a drawing; resolves to {id, status, url, label_token}. */
-export function submitDrawing(apiBase, { image, strokes }, { signal, timeoutMs } = {}) {
-  return request(`${withSlash(apiBase)}submissions/`, {
+/**
+ * POST a drawing and let the server hold the request until the answer is there (?wait=). Resolves
+ * to the finished submission (200), or to {id, status: "queued", url} (202) when the wait ran out;
+ * either has the `label_token` that labelling it needs. `drawing` is the drawing's id: the server
+ * supersedes its earlier submissions.
+ */
+export function submitDrawing(apiBase, { image, strokes, drawing }, { signal, timeoutMs } = {}) {
+  const waitSeconds = Math.min(LONG_POLL_SECONDS, (timeoutMs ?? LONG_POLL_SECONDS * 1000) / 1000);
+  return request(`${withSlash(apiBase)}submissions/?wait=${waitSeconds.toFixed(1)}`, {
     method: "POST",
-    body: { image, strokes, source: "page" },
+    body: { image, strokes, drawing, source: "page" },
     signal,
-    timeoutMs,
+    timeoutMs: timeoutMs ? timeoutMs + POLL_GRACE_MS : undefined,
   });
+}
+
+/** The submission if it is final: itself when done, an ApiError thrown when failed, else null. */
+export function finalAnswer(submission) {
+  if (submission.status === "done") return submission;
+  if (submission.status === "failed") {
+    throw new ApiError("failed", submission.error || "The recognizer could not read this drawing.", {
+      code: submission.error_code || "",
+    });
+  }
+  return null;
+}
+
+/** A random id for a new drawing (crypto.randomUUID needs a secure context; this does not). */
+export function newDrawingId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /**
@@ -86,12 +113,7 @@ export async function waitForAnswer(url, { timeoutMs, signal, onProgress } = {})
       }
       throw error;
     }
-    if (submission.status === "done") return submission;
-    if (submission.status === "failed") {
-      throw new ApiError("failed", submission.error || "The recognizer could not read this drawing.", {
-        code: submission.error_code || "",
-      });
-    }
+    if (finalAnswer(submission)) return submission;
     onProgress?.(submission);
     const elapsed = performance.now() - started;
     if (elapsed < MIN_POLL_INTERVAL_MS) await sleep(MIN_POLL_INTERVAL_MS - elapsed, signal);

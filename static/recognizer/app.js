@@ -1,8 +1,14 @@
 // The drawing page: wires the drawing pad, the API client and the answer panel together.
 //
-// Flow: a stroke ends -> after AUTO_PREDICT_DELAY_MS without a new stroke (or on Predict / Enter)
-// the drawing is sent as PNG + strokes -> the submission URL is long-polled until done or failed,
-// or until the timeout -> the answer is shown and the user may say which digit it really was.
+// Flow: a stroke ends (or Predict / Enter) -> the drawing is sent at once as PNG + strokes, in one
+// request that the server holds until the answer is there (POST ?wait=) -> the answer is shown and
+// the user may say which digit it really was. If the server answers 202 instead (busy), the
+// submission URL is long-polled until done or failed, or until the timeout.
+//
+// A digit drawn in several strokes (a 4, a 7 with a bar) is still read whole: every pen-up sends
+// the whole drawing so far with the drawing's id, and the server marks the earlier submissions of
+// that drawing as superseded (kept, but never reviewed or trained on unless labelled). A new
+// stroke hides the answer about the older drawing. Clear starts a new drawing (a new id).
 //
 // Configuration comes from the page: <body data-api-base="/api/v1/" data-timeout-ms="20000">; a
 // ?timeout=MS query parameter overrides the timeout (browser tests use a short one).
@@ -11,14 +17,12 @@
 // ends, a "recognizer:answer-shown" mark when an answer is on screen, and a
 // "recognizer:pen-up-to-answer" measure between the two.
 
-import { ApiError, sendLabel, submitDrawing, waitForAnswer } from "./api.js";
+import { ApiError, finalAnswer, newDrawingId, sendLabel, submitDrawing, waitForAnswer } from "./api.js";
 import { AnswerPanel } from "./answer.js";
 import { DrawingPad } from "./drawing.js";
 
 // The drawing survives a reload of the tab (sessionStorage is per tab and cleared with it).
 const STORAGE_KEY = "recognizer:strokes";
-// Long enough to add the next stroke of a 4 or a 7, short enough to feel instant.
-const AUTO_PREDICT_DELAY_MS = 500;
 const DEFAULT_TIMEOUT_MS = 20000;
 // After this long still queued, say so: the wait is the queue's, not the page's.
 const SLOW_QUEUE_MS = 3000;
@@ -39,7 +43,7 @@ class DrawingPage {
     this.pad = new DrawingPad(byTestId("draw-canvas"));
     this.panel = new AnswerPanel(document);
     this.emptyHint = document.querySelector("[data-empty-hint]");
-    this.autoPredictTimer = null;
+    this.drawingId = newDrawingId(); // the server supersedes earlier submissions of a drawing
     this.version = 0; // bumps on every change to the drawing
     this.attempt = null; // the request in flight or answered: {controller, version}
     this.lastDrawing = null; // what was last sent, so Retry sends exactly that again
@@ -53,14 +57,13 @@ class DrawingPage {
 
   bindPad() {
     this.pad.addEventListener("strokestart", () => {
-      this.cancelAutoPredict();
       // A new stroke makes any answer, or any answer on its way, about an older drawing.
       this.resetAnswer();
       this.emptyHint.hidden = true;
     });
     this.pad.addEventListener("strokeend", () => {
       performance.mark("recognizer:pen-up");
-      this.scheduleAutoPredict();
+      this.predict();
     });
     this.pad.addEventListener("change", () => {
       this.version += 1;
@@ -113,7 +116,6 @@ class DrawingPage {
   // --- Actions -------------------------------------------------------------------------------
 
   predict() {
-    this.cancelAutoPredict();
     if (this.pad.isEmpty()) {
       this.panel.setStatus("Draw a digit first.");
       return;
@@ -121,7 +123,11 @@ class DrawingPage {
     const state = this.panel.prediction.dataset.state;
     // The same drawing is already on its way or answered: sending it again would only add a row.
     if (this.attempt?.version === this.version && (state === "pending" || state === "done")) return;
-    this.send({ image: this.pad.toPngDataUrl(), strokes: this.pad.strokesForUpload() });
+    this.send({
+      image: this.pad.toPngDataUrl(),
+      strokes: this.pad.strokesForUpload(),
+      drawing: this.drawingId,
+    });
   }
 
   retry() {
@@ -129,19 +135,18 @@ class DrawingPage {
   }
 
   clear() {
-    this.cancelAutoPredict();
     this.pad.clear();
+    this.drawingId = newDrawingId();
     this.lastDrawing = null;
     this.resetAnswer();
     this.emptyHint.hidden = false;
   }
 
   undo() {
-    this.cancelAutoPredict();
     if (!this.pad.undo()) return;
     this.resetAnswer();
     // The answer on screen should always be about what is on the canvas.
-    if (!this.pad.isEmpty()) this.scheduleAutoPredict();
+    if (!this.pad.isEmpty()) this.predict();
   }
 
   async send(drawing) {
@@ -155,16 +160,19 @@ class DrawingPage {
     const { apiBase, timeoutMs } = this.config;
     const started = performance.now();
     try {
+      // Usually the answer itself (200); a 202 means it is still queued: wait for it.
       const created = await submitDrawing(apiBase, drawing, { signal: controller.signal, timeoutMs });
-      const submission = await waitForAnswer(created.url, {
-        timeoutMs,
-        signal: controller.signal,
-        onProgress: (progress) => {
-          if (progress.status === "queued" && performance.now() - started > SLOW_QUEUE_MS) {
-            this.panel.updatePending("Still waiting for the recogniser…");
-          }
-        },
-      });
+      const submission =
+        finalAnswer(created) ??
+        (await waitForAnswer(created.url, {
+          timeoutMs: Math.max(0, timeoutMs - (performance.now() - started)),
+          signal: controller.signal,
+          onProgress: (progress) => {
+            if (progress.status === "queued" && performance.now() - started > SLOW_QUEUE_MS) {
+              this.panel.updatePending("Still waiting for the recogniser…");
+            }
+          },
+        }));
       if (this.attempt !== attempt) return;
       this.answer = { url: created.url, labelToken: created.label_token, submission };
       this.panel.showDone(submission);
@@ -230,16 +238,6 @@ class DrawingPage {
       // A corrupt or unreadable copy: start with a blank canvas.
     }
     if (!this.pad.isEmpty()) this.panel.setStatus("Your drawing is back. Press Predict to recognise it.");
-  }
-
-  scheduleAutoPredict() {
-    this.cancelAutoPredict();
-    this.autoPredictTimer = setTimeout(() => this.predict(), AUTO_PREDICT_DELAY_MS);
-  }
-
-  cancelAutoPredict() {
-    clearTimeout(this.autoPredictTimer);
-    this.autoPredictTimer = null;
   }
 
   abortAttempt() {

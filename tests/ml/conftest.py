@@ -1,4 +1,7 @@
-"""Shared fixtures for the ml/ tests: MNIST's test split, a smoke model, image encoders."""
+"""Shared fixtures for the ml/ tests: MNIST test digits, a smoke model, image encoders.
+
+MNIST here is the committed sample (tests/mnist_sample.py) unless MNIST_DIR holds the full set.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +14,20 @@ import pytest
 import torch
 from PIL import Image
 
-from ml.data import FILES, Split, load_split, mnist_dir
+from ml.data import Split
 from ml.drawn import render_drawn
 from ml.train import TrainConfig, train
+from tests.mnist_sample import sample_split
 
 
 @pytest.fixture(scope="session")
-def requires_mnist() -> None:
-    """Skip, saying how to fix it, when the MNIST IDX files are not where ml.data looks."""
-    folder = mnist_dir()
-    if any(not (folder / name).exists() for pair in FILES.values() for name in pair):
-        pytest.skip(f"MNIST IDX files not in {folder}: set MNIST_DIR to the folder with them")
+def mnist_test() -> Split:
+    """The first 2,000 MNIST test digits (the committed sample)."""
+    return sample_split("test")
 
 
 @pytest.fixture(scope="session")
-def mnist_test(requires_mnist: None) -> Split:
-    return load_split("test")
-
-
-@pytest.fixture(scope="session")
-def smoke_weights(requires_mnist: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smoke_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Weights from one epoch on 1,500 images: loadable, not accurate (for plumbing, not scores)."""
     out = tmp_path_factory.mktemp("smoke") / "smoke.pth"
     threads = torch.get_num_threads()

@@ -8,15 +8,18 @@ import struct
 import numpy as np
 import pytest
 
+from ml import data
 from ml.data import (
     FILES,
     IdxError,
+    MnistMissing,
     Split,
     load_extra,
     load_split,
     parse_idx,
     train_val_split,
 )
+from tests.mnist_sample import sample_split
 
 
 def idx(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -75,13 +78,65 @@ def test_mnist_dir_comes_from_the_environment(tmp_path, monkeypatch):
     assert split.labels.tolist() == [7, 2, 1]
 
 
-def test_missing_mnist_says_how_to_point_at_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("MNIST_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match="MNIST_DIR"):
+def test_missing_mnist_says_exactly_where_to_put_it(tmp_path, monkeypatch):
+    nowhere = tmp_path / "nowhere"
+    monkeypatch.setenv("MNIST_DIR", str(nowhere))
+    with pytest.raises(MnistMissing) as missing:
         load_split("train")
+    message = str(missing.value)
+    assert str(nowhere) in message and "MNIST_DIR" in message and "--download" in message
+    assert all(name in message for pair in FILES.values() for name in pair)
 
 
-@pytest.mark.usefixtures("requires_mnist")
+def test_the_command_line_tools_exit_with_where_to_put_it_and_never_download_unasked(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MNIST_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "download", lambda folder=None: pytest.fail("downloaded unasked"))
+    with pytest.raises(SystemExit) as stopped:
+        data.ensure_mnist()
+    assert str(tmp_path) in str(stopped.value.code)
+
+
+def test_download_fetches_each_missing_file_with_its_md5_trying_the_next_mirror(
+    tmp_path, monkeypatch
+):
+    from torchvision.datasets import MNIST, utils
+
+    train_images, train_labels = FILES["train"]
+    (tmp_path / train_images).write_bytes(b"already here")
+    calls = []
+
+    def fake_download_url(url: str, root: str, filename: str, md5: str) -> None:
+        calls.append((url, filename, md5))
+        if url.startswith(MNIST.mirrors[0]) and filename == train_labels:
+            raise OSError("mirror down")
+        (tmp_path / filename).write_bytes(b"fetched")
+
+    monkeypatch.setattr(utils, "download_url", fake_download_url)
+    monkeypatch.setenv("MNIST_DIR", str(tmp_path))
+    assert data.ensure_mnist(download_if_missing=True) == tmp_path
+    md5 = dict(MNIST.resources)
+    assert train_images not in {filename for _, filename, _ in calls}
+    assert {(filename, digest) for _, filename, digest in calls} == {
+        (name, md5[name]) for name in (train_labels, *FILES["test"])
+    }
+    assert [url for url, filename, _ in calls if filename == train_labels] == [
+        f"{mirror}{train_labels}" for mirror in MNIST.mirrors[:2]
+    ]
+    assert data.missing_files(tmp_path) == []
+
+
+@pytest.mark.usefixtures("requires_full_mnist")
+def test_the_committed_sample_is_the_first_digits_of_each_split():
+    for name in ("test", "train"):
+        sample, full = sample_split(name), load_split(name)
+        count = len(sample)
+        assert np.array_equal(sample.images, full.images[:count])
+        assert np.array_equal(sample.labels, full.labels[:count])
+
+
+@pytest.mark.usefixtures("requires_full_mnist")
 @pytest.mark.parametrize("name, size", [("train", 60_000), ("test", 10_000)])
 def test_load_split_shapes(name, size):
     split = load_split(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
 import zipfile
 
 import numpy as np
@@ -14,7 +13,7 @@ from rest_framework.test import APIClient
 
 from recognizer.batches import jobs, parsing, scoring
 from recognizer.models import BatchJob, Submission
-from tests.factories import FakePredictor, blank_png, data_url, digit_png
+from tests.factories import FakePredictor, blank_png, data_url, digit_png, npy
 
 URL = "/api/v1/batches/"
 
@@ -39,18 +38,6 @@ def post_json(client: APIClient, images: list) -> object:
 
 def post_file(client: APIClient, data: bytes, name: str = "digits.bin") -> object:
     return client.post(URL, {"file": upload(data, name)}, format="multipart")
-
-
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
-def idx(images: np.ndarray) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, 0x08, images.ndim)
-    header += b"".join(struct.pack(">I", size) for size in images.shape)
-    return header + images.astype(np.uint8).tobytes()
 
 
 def make_zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:

@@ -26,6 +26,7 @@ THICK_PEN_PX = 7  # dilation kernel on the 28x28 digit: the pen is ~6 px wider t
 
 @cache
 def mnist_train() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST_DIR's training split: the full one, or the committed sample's first 7,000 digits."""
     split = load_split("train")
     return split.images, split.labels
 

@@ -9,8 +9,10 @@ import pytest
 import redis
 from django.urls import reverse
 
+from ml.paired_stats import PairedTable
 from recognizer import model_registry
 from recognizer.models import Submission
+from recognizer.retrain_gate import gate
 from tests.factories import SubmissionFactory
 
 pytestmark = pytest.mark.django_db
@@ -146,6 +148,24 @@ def test_versions_show_metrics_and_live_accuracy(admin_client):
     assert "75.0% of 4" in page
     detail = admin_client.get(reverse("admin:recognizer_modelversion_change", args=[version.pk]))
     assert "75.0% of 4" in detail.content.decode()
+
+
+def test_versions_show_the_gates_verdict_and_reasoning(admin_client):
+    decision = gate(
+        tables={
+            "mnist": PairedTable(a=9900, b=60, c=10, d=30),
+            "holdout": PairedTable(a=40, b=0, c=12, d=8),
+        }
+    )
+    version = model_registry.active_version()
+    version.metrics = {"gate": decision.as_metrics()}
+    version.save()
+    page = admin_client.get(reverse(VERSIONS)).content.decode()
+    assert "rejected: MNIST non-inferiority" in page
+    detail = admin_client.get(reverse("admin:recognizer_modelversion_change", args=[version.pk]))
+    text = detail.content.decode()
+    assert "MNIST non-inferiority: FAIL: -0.50 points, gained 10 lost 60" in text
+    assert "holdout gain: pass: +20.00 points, gained 12 lost 0" in text
 
 
 @pytest.mark.integration

@@ -2,9 +2,10 @@
 
 A few hundred reviewed drawings in a style the active model gets wrong (a pen much thicker than
 MNIST's; see tests/recognizer/drawings.py) are retrained on with a short schedule; the candidate
-improves on that style's holdout without losing more than the allowed 0.1 points on MNIST, is
-promoted, and the worker that was already running answers the next drawing with the new version.
-A candidate taught deliberately wrong labels is rejected by the gate and nothing changes.
+improves significantly on that style's holdout and is shown to lose less than the allowed 0.3
+points on MNIST, so it is promoted, and the worker that was already running answers the next
+drawing with the new version. A candidate taught deliberately wrong labels is rejected by the gate
+and nothing changes. The same candidate judged again and again gets the same verdict.
 
 To keep the test near a minute of CPU, the fine-tune sees a slice of MNIST's training split
 (`manage.py retrain` uses all of it) and, being short, averages its weights over fewer steps; the
@@ -28,7 +29,11 @@ from tests.conftest import require
 from tests.factories import data_url
 from tests.recognizer.drawings import store_reviewed, thick_pen_drawings
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("requires_full_mnist"),
+]
 
 DRAWINGS = 400  # reviewed thick-pen drawings; 20% of them (by id) form the holdout
 SHORT = {"epochs": 2, "mnist_limit": 8000, "ema_decay": 0.98, "seed": 1}
@@ -50,8 +55,8 @@ def shipped_model(settings, tmp_path) -> ModelVersion:
     settings.MODELS_DIR = tmp_path / "models"
     settings.HOLDOUT_PERCENT = 20
     settings.RETRAIN_MIN_HOLDOUT = 40
-    settings.RETRAIN_MAX_MNIST_DROP_POINTS = 0.1
-    settings.RETRAIN_MIN_HOLDOUT_GAIN_POINTS = 0.0
+    settings.RETRAIN_SIGNIFICANCE = 0.05
+    settings.RETRAIN_MNIST_MARGIN_POINTS = 0.3
     # Registered here rather than by the worker, so its copy lands in this test's folder.
     return model_registry.active_version()
 
@@ -83,7 +88,7 @@ def test_reviewed_drawings_become_the_next_model_and_a_running_worker_uses_it(
     pngs, inputs, labels = thick_drawings()
     store_reviewed(pngs, inputs, labels, id_seed=7)
     result = retraining.retrain(options=retraining.RetrainOptions(**SHORT))
-    print(result.table, *result.gate.reasons, sep="\n")
+    print(result.table)
     before = result.active_metrics
     # The style really is hard for the shipped model, which is good on MNIST.
     assert retraining.points(before["mnist"]) > 99
@@ -91,7 +96,7 @@ def test_reviewed_drawings_become_the_next_model_and_a_running_worker_uses_it(
     assert before["holdout"]["n"] >= 40
 
     assert result.gate.holdout_gain >= 10, result.table
-    assert result.gate.mnist_change >= -0.1, result.table
+    assert all(check.passed for check in result.gate.checks), result.table
     assert result.promoted
     assert (result.candidate.name, result.candidate.status) == ("v2", "active")
     assert ModelVersion.objects.get(name="v1").status == "retired"
@@ -112,9 +117,30 @@ def test_a_candidate_taught_wrong_labels_is_rejected_and_nothing_changes(
     Submission.objects.filter(pk__in=wrong).update(reviewed_label=1)
 
     result = retraining.retrain(options=retraining.RetrainOptions(**SHORT))
-    print(result.table, *result.gate.reasons, sep="\n")
+    print(result.table)
     assert not result.gate.promote and not result.promoted
+    assert not result.gate.checks[1].passed  # the holdout gain
     assert result.gate.holdout_gain < -10, result.table
     assert ModelVersion.objects.get(name="v2").status == "candidate"
     assert model_registry.active_version().name == "v1"
     assert answer(probe(2))["model_version"] == "v1"
+
+
+@pytest.mark.usefixtures("shipped_model")
+def test_the_same_candidate_judged_five_times_gets_the_same_verdict():
+    pngs, inputs, labels = thick_drawings()
+    store_reviewed(pngs, inputs, labels, id_seed=7)
+    result = retraining.retrain(options=retraining.RetrainOptions(**SHORT, dry_run=True))
+    recorded = result.candidate.metrics["gate"]
+    holdout = retraining.reviewed_drawings(holdout=True)
+    verdicts = [
+        retraining.judge(
+            candidate_weights=result.candidate.weights_path,
+            active_weights=result.active.weights_path,
+            holdout=holdout,
+        ).gate.as_metrics()
+        for _ in range(5)
+    ]
+    # Same answers, same tables, same p-values, same verdict: and the ones the retrain recorded.
+    assert all(verdict == recorded for verdict in verdicts), result.table
+    assert recorded["paired"]["mnist"]["a"] + recorded["paired"]["mnist"]["b"] > 9900

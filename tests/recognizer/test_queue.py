@@ -1,17 +1,13 @@
-"""Sending a task: by name, with the ids as keyword arguments, surviving a broker outage; and the
-domain never importing the worker."""
+"""Sending a task: by name, with the ids as keyword arguments, surviving a broker outage.
+(That the domain never imports the worker is tests/test_layers.py's.)"""
 
 from __future__ import annotations
 
-import ast
 import logging
 import uuid
-from pathlib import Path
 
 from digitsite.celery import app as celery_app
 from recognizer import queue
-
-RECOGNIZER = Path(queue.__file__).resolve().parent
 
 
 def test_send_uses_the_tasks_name_and_ids_as_keyword_arguments(monkeypatch):
@@ -53,18 +49,3 @@ def test_every_name_the_domain_sends_is_a_registered_task_with_its_delivery_opti
         task = celery_app.tasks[name]
         assert (task.acks_late, task.reject_on_worker_lost) == (True, True), name
     assert celery_app.tasks[queue.RETRAIN].acks_late is False
-
-
-def test_the_domain_never_imports_the_worker():
-    offenders = []
-    for path in RECOGNIZER.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                modules = [node.module]
-            elif isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            else:
-                continue
-            if any(module == "worker" or module.startswith("worker.") for module in modules):
-                offenders.append(f"{path.relative_to(RECOGNIZER.parent)}:{node.lineno}")
-    assert offenders == []

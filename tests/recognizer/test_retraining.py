@@ -3,6 +3,7 @@ one tiny retrain that records a candidate without promoting it."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -10,9 +11,11 @@ import pytest
 from django.core.management import call_command
 
 from ml.data import load_extra
+from ml.paired_stats import PairedTable
 from recognizer import model_registry, retraining
 from recognizer.models import ModelVersion
-from recognizer.retraining import gate, in_holdout
+from recognizer.retrain_gate import CHECKS, CheckResult, comparison_table, gate
+from recognizer.retraining import in_holdout
 from tests.recognizer.drawings import store_reviewed, thick_pen_drawings
 
 pytestmark = pytest.mark.django_db
@@ -77,47 +80,101 @@ def test_unreviewed_and_excluded_drawings_are_never_trained_on(reviewed):
 # --- The gate -----------------------------------------------------------------------------------
 
 
-def metrics(mnist_correct: int, holdout_correct: int, mnist_n=10000, holdout_n=80) -> dict:
+def tables(mnist: tuple[int, int], holdout: tuple[int, int], mnist_n=10000, holdout_n=60) -> dict:
+    """Paired tables from (lost b, gained c) per set; the active model gets 99.6% of MNIST and
+    70% of the holdout right."""
+
+    def table(b: int, c: int, n: int, active_correct: int) -> PairedTable:
+        return PairedTable(a=active_correct - b, b=b, c=c, d=n - active_correct - c)
+
     return {
-        "mnist": {"correct": mnist_correct, "n": mnist_n},
-        "holdout": {"correct": holdout_correct, "n": holdout_n},
+        "mnist": table(*mnist, mnist_n, round(0.996 * mnist_n)),
+        "holdout": table(*holdout, holdout_n, round(0.7 * holdout_n)),
     }
 
 
-def test_gate_promotes_a_candidate_better_on_drawings_and_as_good_on_mnist():
-    decision = gate(candidate=metrics(9920, 70), active=metrics(9921, 40))
-    assert decision.promote
-    assert decision.holdout_gain == pytest.approx(37.5)
-    assert decision.mnist_change == pytest.approx(-0.01)
+@pytest.mark.parametrize("mnist", [(8, 3), (10, 3), (11, 3), (12, 3), (16, 3), (20, 7), (30, 17)])
+def test_gate_promotes_a_clearly_better_candidate_despite_mnist_noise(mnist):
+    # The issue's retrains: +9.7 points on a 60-drawing holdout, -0.05 to -0.13 points of MNIST,
+    # with as many discordant MNIST images as fine-tunes flip. A fixed 0.1-point rule rejected
+    # a third of them; the paired gate promotes every one at the default settings.
+    decision = gate(tables=tables(mnist=mnist, holdout=(0, 6)))
+    assert decision.promote, decision.reasons
+    assert decision.holdout_gain == pytest.approx(10.0)
+    assert [c.name for c in decision.checks] == [
+        "holdout size",
+        "holdout gain",
+        "MNIST non-inferiority",
+    ]
 
 
-def test_gate_allows_exactly_the_configured_mnist_loss_and_no_more():
-    assert gate(candidate=metrics(9911, 70), active=metrics(9921, 40)).promote  # -0.10
-    rejected = gate(candidate=metrics(9910, 70), active=metrics(9921, 40))  # -0.11
-    assert not rejected.promote
-    assert any("MNIST test -0.11 points <" in reason for reason in rejected.reasons)
-
-
-def test_gate_rejects_a_candidate_worse_on_the_holdout():
-    assert gate(candidate=metrics(9921, 40), active=metrics(9921, 40)).promote  # as good: ok
-    decision = gate(candidate=metrics(9950, 39), active=metrics(9921, 40))
+def test_gate_rejects_a_real_mnist_loss():
+    decision = gate(tables=tables(mnist=(60, 10), holdout=(0, 12)))  # -0.5 points
     assert not decision.promote
+    failed = [c for c in decision.checks if not c.passed]
+    assert [c.name for c in failed] == ["MNIST non-inferiority"]
+    assert "-0.50 points, gained 10 lost 60" in failed[0].reason
+    assert failed[0].details["lower_bound_points"] < -0.3
 
 
-def test_gate_thresholds_come_from_settings(settings):
-    settings.RETRAIN_MAX_MNIST_DROP_POINTS = 0.5
-    settings.RETRAIN_MIN_HOLDOUT_GAIN_POINTS = 10
-    assert gate(candidate=metrics(9871, 50), active=metrics(9921, 40)).promote  # -0.5, +12.5
-    assert not gate(candidate=metrics(9921, 47), active=metrics(9921, 40)).promote  # +8.75
+def test_gate_needs_a_significant_holdout_gain():
+    # 8 gains against 2 losses: P(X >= 8 | 10) = 56/1024 = 0.055, not significant at 0.05.
+    decision = gate(tables=tables(mnist=(3, 3), holdout=(2, 8)))
+    assert not decision.promote
+    assert decision.checks[1].details["p_value"] == pytest.approx(56 / 1024)
+    # 8 against 1: P(X >= 8 | 9) = 10/512 = 0.0195.
+    assert gate(tables=tables(mnist=(3, 3), holdout=(1, 8))).promote
+    # As good is not better: no gain, no promotion.
+    assert not gate(tables=tables(mnist=(0, 0), holdout=(0, 0))).promote
+
+
+def test_gate_rejects_a_candidate_taught_wrong_labels():
+    decision = gate(tables=tables(mnist=(250, 4), holdout=(15, 1)))
+    assert not decision.promote
+    assert not decision.checks[1].passed and not decision.checks[2].passed
+
+
+def test_gate_levels_come_from_settings(settings):
+    settings.RETRAIN_SIGNIFICANCE = 0.1
+    assert gate(tables=tables(mnist=(3, 3), holdout=(2, 8))).promote  # p = 0.055 < 0.1
+    settings.RETRAIN_SIGNIFICANCE = 0.05
+    settings.RETRAIN_MNIST_MARGIN_POINTS = 0.1
+    decision = gate(tables=tables(mnist=(16, 3), holdout=(0, 12)))  # -0.13 not shown < 0.1
+    assert not decision.promote and decision.mnist_margin_points == 0.1
 
 
 def test_gate_refuses_to_judge_on_a_tiny_holdout(settings):
     settings.RETRAIN_MIN_HOLDOUT = 20
-    decision = gate(
-        candidate=metrics(9921, 19, holdout_n=19), active=metrics(9921, 0, holdout_n=19)
-    )
+    decision = gate(tables=tables(mnist=(0, 0), holdout=(0, 12), holdout_n=19))
     assert not decision.promote
     assert "fewer than 20" in decision.reasons[0]
+
+
+def test_gate_takes_more_checks_without_changing():
+    def no_sevens_lost(inputs) -> CheckResult:
+        return CheckResult("sevens", inputs.extra["sevens_lost"] == 0, "7s kept")
+
+    checks = (*CHECKS, no_sevens_lost)
+    passing = gate(tables=tables((3, 3), (0, 12)), checks=checks, extra={"sevens_lost": 0})
+    failing = gate(tables=tables((3, 3), (0, 12)), checks=checks, extra={"sevens_lost": 2})
+    assert passing.promote and not failing.promote
+    assert failing.as_metrics()["checks"][-1] == {
+        "name": "sevens",
+        "passed": False,
+        "reason": "7s kept",
+    }
+
+
+def test_gate_metrics_keep_the_reasoning_as_json():
+    decision = gate(tables=tables(mnist=(16, 3), holdout=(0, 6)))
+    stored = json.loads(json.dumps(decision.as_metrics()))
+    assert stored["promote"] is True
+    assert (stored["significance"], stored["mnist_margin_points"]) == (0.05, 0.3)
+    assert stored["paired"]["mnist"] == {"a": 9944, "b": 16, "c": 3, "d": 37}
+    gain, mnist = stored["checks"][1], stored["checks"][2]
+    assert (gain["b"], gain["c"], gain["p_value"]) == (0, 6, 0.5**6)
+    assert (mnist["b"], mnist["c"], mnist["passed"]) == (16, 3, True)
+    assert -0.3 < mnist["lower_bound_points"] < -0.13
 
 
 def test_drawings_are_weighted_to_their_share_of_an_epoch(settings):
@@ -129,14 +186,19 @@ def test_drawings_are_weighted_to_their_share_of_an_epoch(settings):
     assert retraining.drawn_weight(n_mnist=55000, n_drawings=100000) == 1
 
 
-def test_comparison_table_shows_both_versions_and_the_change():
-    table = retraining.comparison_table(
-        active_name="v1", candidate_name="v2", active=metrics(9921, 40), candidate=metrics(9918, 74)
-    )
-    lines = table.splitlines()
+def test_comparison_table_shows_accuracies_discordant_pairs_and_each_verdict():
+    decision = gate(tables=tables(mnist=(16, 3), holdout=(2, 8)))
+    lines = comparison_table(active_name="v1", candidate_name="v2", result=decision).splitlines()
     assert "v1 (active)" in lines[0] and "v2 (candidate)" in lines[0]
-    assert lines[1].split() == ["MNIST", "test", "(10000)", "99.21%", "99.18%", "-0.03"]
-    assert lines[2].split() == ["drawn", "holdout", "(80)", "50.00%", "92.50%", "+42.50"]
+    assert "lost b" in lines[0] and "gained c" in lines[0]
+    assert lines[1].split() == ["MNIST", "test", "(10000)", "99.60%", "99.47%", "-0.13", "16", "3"]
+    assert lines[2].split() == ["drawn", "holdout", "(60)", "70.00%", "80.00%", "+10.00", "2", "8"]
+    assert lines[3] == "gate (significance 0.05, MNIST margin 0.3 points):"
+    assert lines[4].startswith("  holdout size: pass: 60 drawings >= 20")
+    assert lines[5].startswith("  holdout gain: FAIL: +10.00 points, gained 8 lost 2")
+    assert "p = 0.0547, not significant at 0.05" in lines[5]
+    assert lines[6].startswith("  MNIST non-inferiority: pass: -0.13 points, gained 3 lost 16")
+    assert "score test p = 0.0018" in lines[6] and "95% bound -0.2" in lines[6]
 
 
 # --- Export -------------------------------------------------------------------------------------
@@ -162,12 +224,11 @@ def test_export_writes_what_ml_train_reads_and_keeps_the_holdout_out(reviewed, t
 # --- One tiny retrain ---------------------------------------------------------------------------
 
 
-def test_a_dry_run_records_the_candidate_and_never_promotes(reviewed, settings):
+def test_a_dry_run_records_the_candidate_and_never_promotes(reviewed, settings, monkeypatch):
     settings.RETRAIN_MIN_HOLDOUT = 1
-    # From untrained weights nothing is meaningful: let any candidate pass, to see that a dry
-    # run still does not promote it.
-    settings.RETRAIN_MAX_MNIST_DROP_POINTS = 100
-    settings.RETRAIN_MIN_HOLDOUT_GAIN_POINTS = -100
+    # From untrained weights nothing is meaningful: a gate with no checks passes any candidate,
+    # to see that a dry run still does not promote it.
+    monkeypatch.setattr(retraining, "gate", lambda *, tables: gate(tables=tables, checks=()))
     said = []
     result = retraining.retrain(
         options=retraining.RetrainOptions(

@@ -6,6 +6,7 @@ python manage.py evaluate [VERSION] [--json]
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("version", nargs="?", help="a version name (default: the active one)")
         parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             version = (
                 model_registry.get_version(name=options["version"])
@@ -42,7 +43,7 @@ class Command(BaseCommand):
             else:
                 score = "no drawings"
             self.stdout.write(f"  {title:<26} {score}")
-        if live.labelled:
+        if live.labelled and live.accuracy is not None:
             self.stdout.write(
                 f"  {'live, labelled submissions':<26} {100 * live.accuracy:.2f}% "
                 f"({live.correct}/{live.labelled})"

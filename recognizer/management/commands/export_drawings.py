@@ -7,6 +7,7 @@ python -m ml.train --extra drawings.npz --init ml/digit_model.pth --epochs 3
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             help="also the holdout drawings (a model trained on them cannot be judged on them)",
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         count = retraining.export_drawings(
             path=options["path"], include_holdout=options["include_holdout"]
         )

@@ -5,6 +5,8 @@ python manage.py retrain [--epochs N] [--from-scratch] [--dry-run] [--seed N]
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recognizer import model_registry, retraining
@@ -25,7 +27,7 @@ class Command(BaseCommand):
             "--mnist-limit", type=int, help="train on the first N MNIST images only (smoke runs)"
         )
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         retrain_options = retraining.RetrainOptions(
             epochs=options["epochs"],
             from_scratch=options["from_scratch"],

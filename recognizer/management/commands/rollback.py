@@ -5,6 +5,8 @@ python manage.py rollback
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from recognizer import model_registry
@@ -13,7 +15,7 @@ from recognizer import model_registry
 class Command(BaseCommand):
     help = __doc__.splitlines()[0]
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             before = model_registry.active_version()
             version = model_registry.rollback()

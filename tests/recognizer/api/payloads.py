@@ -216,3 +216,8 @@ def idx_with_dims(dims: list[int], body: bytes = b"", type_code: int = 0x08) -> 
 
 def nested_list(depth: int) -> str:
     return "[" * depth + "]" * depth
+
+
+def gzip_of_raw_deflate(raw: bytes, size: int) -> bytes:
+    """A gzip member around a raw deflate stream that inflates to `size` bytes (CRC left 0)."""
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + raw + struct.pack("<II", 0, size % 2**32)

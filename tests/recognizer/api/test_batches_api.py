@@ -16,16 +16,15 @@ from rest_framework.test import APIClient
 
 from recognizer.batches import results, scoring
 from recognizer.models import BatchJob
-from tests.factories import FakePredictor, data_url, digit_png
+from tests.factories import FakePredictor, blank_png, data_url, digit_png, npy
+from tests.mnist_sample import idx
 from tests.recognizer.batch_helpers import (
     URL,
-    idx,
     items_of,
     lying_npy,
     make_client,
     make_zip,
     mixed_job,
-    npy,
     post_file,
     post_json,
     score_all,
@@ -119,13 +118,16 @@ def test_multipart_repeated_images(client, chunks):
     items = items_of(response.json()["id"])
     assert [item.name for item in items] == ["three.png", "notes.png"]
     assert bytes(items[0].image) == digit_png(3)
-    # Content is judged by the worker: a non-image is stored and fails there with its reason.
-    assert [item.status for item in items] == ["queued", "queued"]
+    # Each image's header is read on arrival: a non-image fails there, alone, with its reason.
+    assert [(item.status, item.error_code) for item in items] == [
+        ("queued", ""),
+        ("failed", "invalid_image"),
+    ]
 
 
 @override_settings(MAX_IMAGE_BYTES=1000)
 def test_an_oversized_multipart_image_fails_alone(client, chunks):
-    files = [upload(digit_png(3), "big.png"), upload(b"\x89PNG" + b"0" * 10, "small.png")]
+    files = [upload(digit_png(3), "big.png"), upload(blank_png(28), "small.png")]
     response = client.post(URL, {"images": files}, format="multipart")
     assert response.status_code == 202
     first, second = items_of(response.json()["id"])

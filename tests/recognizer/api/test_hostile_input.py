@@ -12,6 +12,7 @@ import io
 import json
 import time
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -25,7 +26,7 @@ from recognizer import model_registry, queue
 from recognizer.models import ModelVersion, Submission
 from tests.factories import record_sent_tasks
 from tests.recognizer.api import payloads
-from tests.recognizer.api.payloads import MiB, PeakRSS, data_url, digit_png
+from tests.recognizer.api.payloads import GiB, MiB, PeakRSS, data_url, digit_png
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -147,7 +148,9 @@ def test_huge_dimensions_are_refused_from_the_header(kind):
     with PeakRSS(SELF) as rss:
         response = submit(APIClient(), body)
     refused(response, 413, "image_too_large")
-    assert time.perf_counter() - started < 2
+    seconds = time.perf_counter() - started
+    print(f"\n{kind}: web +{rss.mib:.0f} MiB peak, {seconds:.2f} s")
+    assert seconds < 2
     assert rss.mib < 32, f"web process grew {rss.mib:.0f} MiB"
 
 
@@ -157,6 +160,7 @@ def test_the_largest_drawing_accepted_costs_a_bounded_amount(settings, live_work
     with PeakRSS(SELF) as rss:
         response = submit(APIClient(), {"image": data_url(digit_png(side))})
     assert response.status_code == 202, response.content
+    print(f"\naccepted {side}x{side} drawing: web +{rss.mib:.0f} MiB peak")
     assert rss.mib < 160, f"web process grew {rss.mib:.0f} MiB for a {side}x{side} drawing"
     assert wait_done(response.json()["id"])["status"] == "done"
 
@@ -173,8 +177,14 @@ def test_the_largest_drawing_accepted_costs_a_bounded_amount(settings, live_work
     ],
 )
 @pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=x"])
-def test_an_oversized_body_is_refused_before_it_is_read(path, code, content_type):
+@pytest.mark.parametrize("auth", ["token", "session"])
+def test_an_oversized_body_is_refused_before_it_is_read(path, code, content_type, auth):
+    # A session's CSRF check would parse a multipart body to look for its token: the size comes
+    # first, before authentication.
     client = token_client("big-sender")
+    if auth == "session":
+        client.credentials()
+        client.force_login(client.user)
     response = client.generic(
         "POST",
         path,
@@ -279,6 +289,316 @@ def test_a_body_that_is_not_an_object_is_400(body):
     response = APIClient().post(SUBMISSIONS, body, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["code"]
+
+
+# --- Batch uploads: archives, arrays, images on arrival -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_worker(worker_factory):
+    worker = worker_factory("batch", "hostile-batch")
+    yield worker
+    worker.stop()  # other modules count live workers
+
+
+@pytest.fixture
+def batcher() -> APIClient:
+    return token_client("batcher")
+
+
+def post_file(client: APIClient, data: bytes, name: str = "upload.bin") -> object:
+    upload = io.BytesIO(data)
+    upload.name = name
+    return client.post(BATCHES, {"file": upload}, format="multipart")
+
+
+def a_zip(*members: dict) -> bytes:
+    return payloads.zip_archive(list(members))
+
+
+def good_member(name: str = "seven.png") -> dict:
+    return {"name": name, "data": digit_png()}
+
+
+def test_the_bzip2_bomb_is_what_it_claims():
+    import bz2
+
+    inflater = bz2.BZ2Decompressor()
+    assert len(inflater.decompress(payloads.BZIP2_GIB_OF_ZEROS, 64 * MiB)) == 64 * MiB
+    assert not inflater.eof  # and more behind it: 1 GiB in all
+
+
+ARCHIVE_BOMBS = {
+    # 893 bytes that declare 1 KiB and inflate to 1 GiB: zipfile has no output cap for bzip2.
+    "bzip2-1GiB-declares-1KiB": (
+        lambda: a_zip({"name": "a.png", "data": payloads.BZIP2_GIB_OF_ZEROS, "method": 12,
+                       "declared": 1024}),
+        415,
+        "unsupported_compression",
+    ),
+    "lzma-128MiB-declares-1KiB": (
+        lambda: a_zip({"name": "a.png", "data": payloads.lzma_zip_member(128 * MiB),
+                       "method": 14, "declared": 1024}),
+        415,
+        "unsupported_compression",
+    ),
+    # 1 MiB of deflate that declares 1 KiB and inflates to 1 GiB: a lie, the archive is refused.
+    "deflate-1GiB-declares-1KiB": (
+        lambda: a_zip(good_member(), {"name": "b.png", "data": payloads.deflate_zeros(GiB),
+                                      "method": 8, "declared": 1024}),
+        400,
+        "invalid_file",
+    ),
+    "gzip-1GiB": (
+        lambda: payloads.gzip_of_raw_deflate(payloads.deflate_zeros(GiB), GiB),
+        413,
+        "batch_too_large",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ARCHIVE_BOMBS)
+def test_archive_bombs_are_refused_within_a_memory_bound(batcher, kind):
+    build, status, code = ARCHIVE_BOMBS[kind]
+    data = build()
+    started = time.perf_counter()
+    with PeakRSS(SELF) as rss:
+        response = post_file(batcher, data, "bomb.zip")
+    seconds = time.perf_counter() - started
+    refused(response, status, code)
+    print(f"\n{kind}: {len(data)} bytes sent, web +{rss.mib:.0f} MiB peak, {seconds:.2f} s")
+    assert rss.mib < 48, f"web process grew {rss.mib:.0f} MiB"
+    assert seconds < 10
+    assert not Submission.objects.exists()
+
+
+def test_an_honest_member_over_the_image_cap_fails_alone_without_being_inflated(batcher):
+    big = {"name": "big.png", "data": payloads.deflate_zeros(GiB), "method": 8,
+           "declared": GiB}  # fmt: skip
+    with PeakRSS(SELF) as rss:
+        response = post_file(batcher, a_zip(good_member(), big), "digits.zip")
+    assert response.status_code == 202, response.content
+    items = Submission.objects.filter(batch_id=response.json()["id"]).order_by("batch_index")
+    assert [(i.name, i.error_code) for i in items] == [
+        ("seven.png", ""),
+        ("big.png", "image_too_large"),
+    ]
+    assert rss.mib < 48
+
+
+ARCHIVE_TRICKS = {
+    "end-record-announces-too-many": (lambda: payloads.zip_with_entries(3, announce=65535), 413,
+                                      "too_many_items"),
+    # The end record says 1 entry; the directory holds 150: walked and counted, not believed.
+    "end-record-hides-entries": (lambda: payloads.zip_with_entries(150, announce=1), 413,
+                                 "too_many_items"),
+    "directory-of-2GiB": (lambda: _with_directory_size(a_zip(good_member()), 2**31), 413,
+                          "too_many_items"),
+    "truncated": (lambda: a_zip(good_member())[:-30], 400, "invalid_file"),
+    "local-header-only": (lambda: b"PK\x03\x04" + bytes(200), 400, "invalid_file"),
+    "no-images": (lambda: a_zip({"name": "folder/", "data": b""},
+                                {"name": "__MACOSX/._a.png", "data": b"x"}), 400, "empty_batch"),
+    "directory-offset-past-the-end": (lambda: _with_directory_offset(a_zip(good_member()), 2**31),
+                                      400, "invalid_file"),
+}  # fmt: skip
+
+
+def _with_directory_size(archive: bytes, size: int) -> bytes:
+    return archive[:-10] + size.to_bytes(4, "little") + archive[-6:]
+
+
+def _with_directory_offset(archive: bytes, offset: int) -> bytes:
+    return archive[:-6] + offset.to_bytes(4, "little") + archive[-2:]
+
+
+@pytest.mark.parametrize("kind", ARCHIVE_TRICKS)
+def test_archive_tricks_are_refused(batcher, settings, kind):
+    settings.BATCH_ZIP_MAX_MEMBERS = 100
+    build, status, code = ARCHIVE_TRICKS[kind]
+    refused(post_file(batcher, build(), "tricks.zip"), status, code)
+    assert not Submission.objects.exists()
+
+
+def test_encrypted_and_corrupt_members_fail_alone(batcher):
+    archive = a_zip(
+        good_member(),
+        {"name": "locked.png", "data": digit_png(), "flags": 0x1},
+        {"name": "bad-crc.png", "data": digit_png(), "crc": 1234},
+        {"name": "not-an-image.png", "data": b"hello"},
+        {"name": "huge.png", "data": payloads.huge_png(13000, 13000)},
+    )
+    response = post_file(batcher, archive, "mixed.zip")
+    assert response.status_code == 202, response.content
+    items = Submission.objects.filter(batch_id=response.json()["id"]).order_by("batch_index")
+    assert [(i.name, i.status, i.error_code) for i in items] == [
+        ("seven.png", "queued", ""),
+        ("locked.png", "failed", "unreadable_member"),
+        ("bad-crc.png", "failed", "unreadable_member"),
+        ("not-an-image.png", "failed", "invalid_image"),
+        ("huge.png", "failed", "image_too_large"),  # from its header, on arrival
+    ]
+    assert all(bytes(i.image) == b"" for i in items[1:])  # nothing refused is stored
+
+
+def test_zip64_archives_still_work(batcher):
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n in range(3):
+            with archive.open(f"{n}.png", "w", force_zip64=True) as member:
+                member.write(digit_png())
+    response = post_file(batcher, buffer.getvalue(), "zip64.zip")
+    assert response.status_code == 202, response.content
+    assert response.json()["total"] == 3 and response.json()["failed"] == 0
+
+
+ARRAY_HEADERS = {
+    "npy-2^32-by-2^32": (lambda: payloads.npy_with_header("(4294967296, 4294967296)"),
+                         400, "invalid_file"),
+    "npy-negative-shape": (lambda: payloads.npy_with_header("(-2, -392)", bytes(784)),
+                           400, "invalid_array"),
+    "npy-wraps-to-0-in-int64": (lambda: payloads.npy_with_header("(65536, 65536, 65536, 65536)"),
+                                400, "invalid_file"),
+    "npy-40-dimensions": (lambda: payloads.npy_with_header("(" + "1, " * 40 + ")", b"\x00"),
+                          400, "invalid_array"),
+    "npy-bool-dimension": (lambda: payloads.npy_with_header("(True, 28, 28)", bytes(784)),
+                           400, "invalid_array"),
+    "npy-float-dimension": (lambda: payloads.npy_with_header("(1.5, 28, 28)", bytes(784)),
+                            400, "invalid_array"),
+    "npy-objects": (lambda: payloads.npy_with_header("(1,)", bytes(8), dtype="|O"),
+                    400, "invalid_array"),
+    "npy-header-not-a-dict": (lambda: b"\x93NUMPY\x01\x00\x04\x00[1]\n", 400, "invalid_file"),
+    "npy-header-length-2GiB": (lambda: b"\x93NUMPY\x02\x00" + (2**31).to_bytes(4, "little"),
+                               400, "invalid_file"),
+    "npy-billion-rows-no-body": (lambda: payloads.npy_with_header("(1000000000, 28, 28)"),
+                                 400, "invalid_file"),
+    "npy-one-huge-image": (lambda: payloads.npy_of(np.zeros((1, 2049, 2049), np.uint8)),
+                           413, "image_too_large"),
+    "idx-wraps-to-0": (lambda: payloads.idx_with_dims([65536, 65536, 65536, 65536]),
+                       400, "invalid_file"),
+    "idx-255-dimensions": (lambda: payloads.idx_with_dims([1] * 255, b"\x00"), 400,
+                           "invalid_file"),
+    "idx-zero-images": (lambda: payloads.idx_with_dims([0, 28, 28]), 400, "empty_batch"),
+    "idx-billion-images-no-body": (lambda: payloads.idx_with_dims([10**9, 28, 28]), 400,
+                                   "invalid_file"),
+    "idx-truncated-header": (lambda: bytes([0, 0, 8, 3, 0, 0]), 400, "invalid_file"),
+    "idx-unknown-type": (lambda: payloads.idx_with_dims([1, 28, 28], bytes(784), 0x42), 400,
+                         "invalid_file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ARRAY_HEADERS)
+def test_absurd_array_headers_are_refused_before_allocation(batcher, kind):
+    build, status, code = ARRAY_HEADERS[kind]
+    with PeakRSS(SELF) as rss:
+        response = post_file(batcher, build(), "digits.npy")
+    refused(response, status, code)
+    assert rss.mib < 48, f"web process grew {rss.mib:.0f} MiB"
+
+
+def test_a_huge_image_in_a_batch_is_refused_on_arrival(batcher, batch_worker):
+    images = [
+        {"name": "bomb.png", "image": data_url(payloads.huge_png(13000, 13000))},
+        {"name": "webp.webp", "image": data_url(payloads.blank_webp(4096), "webp")},
+        {"name": "seven.png", "image": data_url(digit_png())},
+    ]
+    response = batcher.post(BATCHES, {"images": images}, format="json")
+    assert response.status_code == 202, response.content
+    job = wait_job(batcher, response.json()["id"])
+    rows = batcher.get(f"{BATCHES}{job['id']}/results/").json()["results"]
+    assert [(r["name"], r["status"], r["error_code"]) for r in rows] == [
+        ("bomb.png", "failed", "image_too_large"),
+        ("webp.webp", "failed", "image_too_large"),
+        ("seven.png", "done", ""),
+    ]
+
+
+def wait_job(client: APIClient, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"{BATCHES}{job_id}/").json()
+        if body["status"] in ("done", "cancelled"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not done in {timeout}s")
+
+
+def test_the_worker_never_decodes_a_huge_stored_item(batcher, batch_worker):
+    """An item stored before the arrival check (or by any other path): the worker reads its size
+    from the header and fails it, at no cost to its memory."""
+    from recognizer.batches import jobs
+    from recognizer.batches.parsing import Item
+
+    big = payloads.huge_png(13000, 13000)
+    child = batch_worker_child(batch_worker)
+    with PeakRSS(child) as rss:
+        job = jobs.create_job(
+            owner=batcher.user,
+            items=[Item("bomb.png", big, "image/png"), Item("seven.png", digit_png(), "image/png")],
+        )
+        wait_job(batcher, str(job.pk))
+    rows = batcher.get(f"{BATCHES}{job.pk}/results/").json()["results"]
+    assert [(r["status"], r["error_code"]) for r in rows] == [
+        ("failed", "image_too_large"),
+        ("done", ""),
+    ]
+    print(f"\nbatch worker: +{rss.mib:.0f} MiB peak scoring a 13000x13000 item")
+    assert rss.mib < 64
+
+
+def batch_worker_child(worker: object) -> int:
+    """The pid that runs tasks: Celery's prefork pool child of the worker process."""
+    import psutil
+
+    children = psutil.Process(worker.process.pid).children(recursive=True)
+    assert len(children) == 1, children
+    return children[0].pid
+
+
+def test_csv_results_never_start_a_formula(batcher, batch_worker):
+    names = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+1", "-2", "@SUM(A1)", "\tx",
+             "\rx", "plain"]  # fmt: skip
+    images = [{"name": name, "image": data_url(digit_png())} for name in names]
+    response = batcher.post(BATCHES, {"images": images}, format="json")
+    job = wait_job(batcher, response.json()["id"])
+    body = b"".join(batcher.get(f"{BATCHES}{job['id']}/results/?format=csv").streaming_content)
+    import csv
+
+    rows = list(csv.reader(io.StringIO(body.decode())))[1:]
+    assert [row[1] for row in rows] == ["'" + name for name in names[:-1]] + ["plain"]
+
+
+def test_a_soft_time_limit_is_raised_again_not_blamed_on_an_item(batcher, monkeypatch):
+    """The chunk ran out of time while preprocessing item 1: the task must fail (the sweeper
+    sends the chunk again), and no item may be recorded as failed for it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from recognizer.batches import jobs, scoring
+    from recognizer.batches.parsing import Item
+    from tests.factories import FakePredictor
+
+    monkeypatch.setattr("recognizer.queue.send", lambda *args, **kwargs: True)
+    job = jobs.create_job(
+        owner=batcher.user, items=[Item(f"{n}.png", digit_png(), "image/png") for n in range(3)]
+    )
+    real = scoring.model_input_for
+    calls = []
+
+    def slow(**kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise SoftTimeLimitExceeded()
+        return real(**kwargs)
+
+    monkeypatch.setattr(scoring, "model_input_for", slow)
+    with pytest.raises(SoftTimeLimitExceeded):
+        scoring.score_chunk(batch_id=job.pk, start=0, stop=256, predictor=FakePredictor())
+    items = Submission.objects.filter(batch=job)
+    assert not items.filter(status="failed").exists()
+    assert set(items.values_list("error_code", flat=True)) == {""}
+    job.refresh_from_db()
+    assert (job.done_count, job.failed_count) == (0, 0)
 
 
 # --- Client address: forged X-Forwarded-For -----------------------------------------------------
@@ -542,6 +862,7 @@ def test_the_admin_list_never_decodes_a_huge_original(admin_user):
     with PeakRSS(SELF) as rss:
         response = client.get(reverse("admin:recognizer_submission_changelist"))
     assert response.status_code == 200
+    print(f"\nadmin list with a 13000x13000 original: web +{rss.mib:.0f} MiB peak")
     assert time.perf_counter() - started < 5
     assert rss.mib < 48, f"web process grew {rss.mib:.0f} MiB"
     page = response.content.decode()

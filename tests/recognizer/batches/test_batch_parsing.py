@@ -16,8 +16,9 @@ from PIL import Image
 
 from recognizer.batches import parsing
 from recognizer.errors import DomainError
-from tests.factories import data_url, digit_png, mnist_digit
-from tests.recognizer.batch_helpers import idx, lying_npy, make_zip, npy
+from tests.factories import data_url, digit_png, mnist_digit, npy
+from tests.mnist_sample import idx
+from tests.recognizer.batch_helpers import lying_npy, make_zip
 
 
 def read(data: bytes, name: str = "digits.bin") -> list[parsing.Item]:

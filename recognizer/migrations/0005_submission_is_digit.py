@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("recognizer", "0003_model_version_manage_permission"),
+        ("recognizer", "0004_submission_drawing_superseded"),
     ]
 
     operations = [

@@ -1,0 +1,213 @@
+"""The retrain gate: a list of named checks over the answers both models give to the same images.
+
+The candidate and the active version each answer every image of each evaluation set (MNIST test,
+the drawn holdout). Per set, the gate gets a `PairedTable` (ml/paired_stats.py): how many images
+both got right (a), only the active one (b, the candidate's losses), only the candidate (c, its
+gains), neither (d). Judging b and c rather than two accuracies is what tells a real change from
+the handful of images any retrain flips both ways.
+
+The checks, in order (all must pass):
+
+- `holdout size`: the drawn holdout has at least RETRAIN_MIN_HOLDOUT drawings;
+- `holdout gain`: the candidate is better on the drawn holdout, by McNemar's exact one-sided test
+  at RETRAIN_SIGNIFICANCE;
+- `MNIST non-inferiority`: the candidate is shown to lose less than RETRAIN_MNIST_MARGIN_POINTS on
+  MNIST test (Tango's score test; ml/paired_stats.py says why this test and why this direction).
+
+Adding a check (a non-digit rejection rate, a drawn-style evaluation, calibration): write a
+function `GateInput -> CheckResult`, give it a name, and append it to `CHECKS` (or pass `checks=`
+to `gate`). A check that needs another evaluation set reads `inputs.tables[<set>]`, once the
+evaluation (recognizer/retraining.py: `evaluate_pairs`) adds that set; one that needs other
+figures reads `inputs.extra`. Nothing else changes: the verdict, the table, the metrics stored on
+the version and the admin's column all come from the list of results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from ml.paired_stats import PairedTable, mcnemar_exact, non_inferiority
+
+DATASETS = (("mnist", "MNIST test"), ("holdout", "drawn holdout"))
+
+
+@dataclass(frozen=True)
+class GateInput:
+    tables: Mapping[str, PairedTable]  # evaluation set -> paired counts
+    significance: float
+    mnist_margin_points: float
+    min_holdout: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    reason: str  # one line for people: the figures and what they mean
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-safe: p-values, bounds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "reason": self.reason, **self.details}
+
+
+Check = Callable[[GateInput], CheckResult]
+
+
+def p_text(p: float) -> str:
+    """A p-value people can read: four decimals, or two significant digits when smaller."""
+    return f"{p:.4f}" if p >= 0.001 else f"{p:.2g}"
+
+
+def points(correct: int, n: int) -> float:
+    return 100.0 * correct / n if n else 0.0
+
+
+def check_holdout_size(inputs: GateInput) -> CheckResult:
+    n = inputs.tables["holdout"].n
+    ok = n >= inputs.min_holdout
+    relation = ">=" if ok else "<"
+    reason = f"{n} drawings {relation} {inputs.min_holdout} required (RETRAIN_MIN_HOLDOUT)"
+    if not ok:
+        reason = f"the drawn holdout has {n} drawings, fewer than {inputs.min_holdout}"
+    return CheckResult("holdout size", ok, reason, {"n": n, "required": inputs.min_holdout})
+
+
+def check_holdout_gain(inputs: GateInput) -> CheckResult:
+    table = inputs.tables["holdout"]
+    p = mcnemar_exact(table.b, table.c, "greater")
+    ok = table.n > 0 and p < inputs.significance
+    change = 100 * table.difference
+    verdict = "significant" if ok else "not significant"
+    reason = (
+        f"{change:+.2f} points, gained {table.c} lost {table.b}: McNemar exact one-sided "
+        f"p = {p_text(p)}, {verdict} at {inputs.significance:g}"
+    )
+    return CheckResult("holdout gain", ok, reason, {"b": table.b, "c": table.c, "p_value": p})
+
+
+def check_mnist_non_inferiority(inputs: GateInput) -> CheckResult:
+    table = inputs.tables["mnist"]
+    margin = inputs.mnist_margin_points
+    test = non_inferiority(table, margin=margin / 100, alpha=inputs.significance)
+    bound = 100 * test.lower_bound
+    confidence = 100 * (1 - inputs.significance)
+    shown = "shown" if test.passed else "not shown"
+    reason = (
+        f"{100 * table.difference:+.2f} points, gained {table.c} lost {table.b}: loss under "
+        f"{margin:g} points {shown} (score test p = {p_text(test.p_value)}; one-sided "
+        f"{confidence:g}% bound {bound:+.3f} points)"
+    )
+    details = {"b": table.b, "c": table.c, "p_value": test.p_value, "lower_bound_points": bound}
+    return CheckResult("MNIST non-inferiority", test.passed, reason, details)
+
+
+CHECKS: tuple[Check, ...] = (check_holdout_size, check_holdout_gain, check_mnist_non_inferiority)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    promote: bool
+    checks: list[CheckResult]
+    tables: Mapping[str, PairedTable]
+    significance: float
+    mnist_margin_points: float
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.name}: {'pass' if c.passed else 'FAIL'}: {c.reason}" for c in self.checks]
+
+    @property
+    def holdout_gain(self) -> float:
+        """Points, candidate minus active."""
+        return round(100 * self.tables["holdout"].difference, 4)
+
+    @property
+    def mnist_change(self) -> float:
+        return round(100 * self.tables["mnist"].difference, 4)
+
+    def as_metrics(self) -> dict[str, Any]:
+        """What ModelVersion.metrics["gate"] keeps (JSON), and the admin shows."""
+        return {
+            "promote": self.promote,
+            "significance": self.significance,
+            "mnist_margin_points": self.mnist_margin_points,
+            "checks": [c.as_dict() for c in self.checks],
+            "reasons": self.reasons,
+            "paired": {k: {"a": t.a, "b": t.b, "c": t.c, "d": t.d} for k, t in self.tables.items()},
+        }
+
+
+def gate(
+    *,
+    tables: Mapping[str, PairedTable],
+    checks: tuple[Check, ...] = CHECKS,
+    significance: float | None = None,
+    mnist_margin_points: float | None = None,
+    min_holdout: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> GateResult:
+    """Run every check (all of them, so the reasoning is complete) and promote if all pass."""
+    inputs = GateInput(
+        tables=tables,
+        significance=settings.RETRAIN_SIGNIFICANCE if significance is None else significance,
+        mnist_margin_points=(
+            settings.RETRAIN_MNIST_MARGIN_POINTS
+            if mnist_margin_points is None
+            else mnist_margin_points
+        ),
+        min_holdout=settings.RETRAIN_MIN_HOLDOUT if min_holdout is None else min_holdout,
+        extra=extra or {},
+    )
+    results = [check(inputs) for check in checks]
+    return GateResult(
+        promote=all(r.passed for r in results),
+        checks=results,
+        tables=tables,
+        significance=inputs.significance,
+        mnist_margin_points=inputs.mnist_margin_points,
+    )
+
+
+def comparison_table(*, active_name: str, candidate_name: str, result: GateResult) -> str:
+    """Both accuracies and the discordant pairs per set, then each check's verdict and figures."""
+    rows = [
+        (
+            "",
+            f"{active_name} (active)",
+            f"{candidate_name} (candidate)",
+            "change",
+            "lost b",
+            "gained c",
+        )
+    ]
+    for key, title in DATASETS:
+        t = result.tables[key]
+        empty = not t.n
+        rows.append(
+            (
+                f"{title} ({t.n})",
+                "-" if empty else f"{points(t.active_correct, t.n):.2f}%",
+                "-" if empty else f"{points(t.candidate_correct, t.n):.2f}%",
+                "-" if empty else f"{100 * t.difference:+.2f}",
+                str(t.b),
+                str(t.c),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            text.ljust(widths[i]) if i == 0 else text.rjust(widths[i]) for i, text in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    lines.append(
+        f"gate (significance {result.significance:g}, "
+        f"MNIST margin {result.mnist_margin_points:g} points):"
+    )
+    lines += [f"  {reason}" for reason in result.reasons]
+    return "\n".join(lines)
