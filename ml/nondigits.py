@@ -189,7 +189,8 @@ def glyph(rng: np.random.Generator) -> tuple[str, list[Polyline]]:
 def nondigits(n: int, seed: int, pen: Pen = TRAIN_PEN) -> tuple[np.ndarray, list[str]]:
     """n non-digits drawn and preprocessed as served: uint8 n x 28 x 28, and what each one is."""
     rng = np.random.default_rng(seed)
-    images, names = [], []
+    images: list[np.ndarray] = []
+    names: list[str] = []
     while len(images) < n:
         name, lines = glyph(rng)
         image = to_28(draw_strokes(lines, pen, rng))

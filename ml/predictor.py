@@ -65,8 +65,10 @@ class Predictor:
     ) -> None:
         """Load `weights`; or wrap an in-memory `model` (training's validation, tests)."""
         self.device = torch.device(device) if device else best_device()
+        self.weights: Path | None = None
+        self.sha256 = ""
+        self.meta: dict = {}
         if model is not None:
-            self.weights, self.sha256, self.meta = None, "", {}
             self.model = model.to(self.device).eval()
         else:
             if weights is None:

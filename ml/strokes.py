@@ -14,7 +14,7 @@ preprocessing that serving applies.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -318,7 +318,7 @@ def hole_count(images: np.ndarray, threshold: float = SKELETON_THRESHOLD) -> np.
     return ((labels == ids) & enclosed).sum(axis=(1, 2))
 
 
-def _spread(a: np.ndarray, combine: object) -> np.ndarray:
+def _spread(a: np.ndarray, combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
     """Combine each pixel's four neighbours (edges padded with the pixel itself)."""
     out = a.copy()
     out[:, 1:] = combine(out[:, 1:], a[:, :-1])

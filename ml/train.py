@@ -105,7 +105,7 @@ def train(
     if config.limit:
         train_split = Split(train_split.images[: config.limit], train_split.labels[: config.limit])
     if extra is None and config.extra:
-        extra = _with_stroke_copies(load_extra(config.extra), config)
+        extra = _with_stroke_copies(load_extra(config.extra), config.extra, config)
     images, labels, n_extra = _training_set(train_split, extra, config.extra_weight)
     canvas_images, canvas_labels, outlier_images = _pools(config, train_split, show_bar)
 
@@ -249,10 +249,10 @@ def _pools(
     return canvas_images, canvas_labels, outliers
 
 
-def _with_stroke_copies(extra: Split, config: TrainConfig) -> Split:
+def _with_stroke_copies(extra: Split, path: Path, config: TrainConfig) -> Split:
     """Add `stroke_copies` re-drawings of every extra drawing whose strokes the .npz carries
     (`strokes`: one JSON string per drawing, empty when there are none)."""
-    with np.load(config.extra) as archive:
+    with np.load(path) as archive:
         if "strokes" not in archive or config.stroke_copies <= 0:
             return extra
         texts = [str(text) for text in archive["strokes"]]
