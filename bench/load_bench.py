@@ -43,6 +43,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from bench.stack import PROJECT_ROOT, free_port, running_stack  # noqa: E402
+from digitsite.embedded_valkey import PID_FILE  # noqa: E402
 from digitsite.run import available_cores  # noqa: E402
 
 DISTINCT = 64
@@ -251,12 +252,9 @@ def service() -> Iterator[Target]:
 
         for png in digit_pngs(8):  # the first answers pay for connections and the model's start
             round_trip(stack.url, png)
-        valkey = [
-            process
-            for process in psutil.process_iter(["cmdline"])
-            if str(stack.folder) in " ".join(process.info["cmdline"] or [])
-            and "valkey" in " ".join(process.info["cmdline"] or [])
-        ]
+        # valkey-server rewrites its command line; its pid file says which process it is.
+        pid_file = stack.folder / "valkey" / PID_FILE
+        valkey = [psutil.Process(int(pid_file.read_text()))] if pid_file.exists() else []
         yield Target(
             "service",
             stack.url,

@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/page_latency.py [--n 50] [--url http://127.0.0.1:8000/]
 
-Without --url it starts its own stack (bench/stack.py: Valkey, SQLite, gunicorn, one worker).
+Without --url it starts its own stack as `make run` configures it (bench/stack.py: Valkey, SQLite,
+the Procfile's web and interactive worker).
 Debian's Chromium (/usr/bin/chromium, driven by Playwright) opens the drawing page and draws n
 digits with the mouse (tests/browser/pen.py), each digit in turn, at different sizes and places.
 For each, the page's own User Timing measure "recognizer:pen-up-to-answer" is read: from the last
-pen-up to the answer on screen. That includes the page's deliberate wait for a further stroke
-before it sends (AUTO_PREDICT_DELAY_MS in static/recognizer/app.js), so the time from the POST
-leaving the browser to the answer on screen is printed as well. Prints p50/p90/mean/max in ms.
+pen-up to the answer on screen. The page sends at every pen-up (a later stroke supersedes the
+earlier submission), in one POST ?wait= request; the time from that POST leaving the browser to
+the answer on screen is printed as well. Prints p50/p90/mean/max in ms.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main() -> None:
     if args.url:
         print(run(args.url.rstrip("/") + "/", args.n))
         return
-    with running_stack() as stack:
+    with running_stack(procfile=("web", "worker")) as stack:
         print(run(stack.url, args.n))
 
 

@@ -27,6 +27,7 @@ from recognizer import (
     review,
     services,
 )
+from recognizer.batches.parsing import ARRAY_CONTENT_TYPE, array_from_npy
 from recognizer.models import DIGITS, BatchJob, Submission, signed_in
 
 THUMBNAIL_PX = 84
@@ -47,6 +48,12 @@ def original_thumbnail(submission: Submission) -> str:
         return ""
     limit = settings.ADMIN_PREVIEW_MAX_PIXELS
     try:
+        if submission.content_type == ARRAY_CONTENT_TYPE:  # a row of a .npy or IDX job
+            return _png_data_url(
+                Image.fromarray(array_from_npy(bytes(data)), mode="L").resize(
+                    (THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.NEAREST
+                )
+            )
         image = open_image(bytes(data), limits=ImageLimits(max_pixels=limit, max_side=limit))
         image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))  # JPEGs decode at a fraction of full size
         background = Image.new("RGBA", image.size, "white")

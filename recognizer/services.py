@@ -96,26 +96,6 @@ def model_input_array(submission: Submission) -> np.ndarray:
     return np.frombuffer(bytes(submission.model_input or b""), dtype=np.uint8).reshape(28, 28)
 
 
-def record_prediction(
-    *,
-    submission: Submission,
-    probabilities: np.ndarray,
-    model_version: str,
-    digit_threshold: float,
-) -> Submission:
-    """Write the answer back. Only a submission still in flight is updated, so a late duplicate
-    cannot overwrite an answer already given."""
-    answers.answer(
-        submission,
-        probabilities=probabilities,
-        model_version=model_version,
-        digit_threshold=digit_threshold,
-    )
-    answers.save_in_flight([submission], answers.ANSWER_FIELDS)
-    submission.refresh_from_db()
-    return submission
-
-
 def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submission | None:
     """One submission through `predict_many`; the row as answered, or None (nothing to do)."""
     answered = predict_many(submission_ids=[submission_id], predictor=predictor)
@@ -126,7 +106,7 @@ def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submissio
 
 
 def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) -> list[Submission]:
-    """The whole job of the interactive worker, without Celery: claim the submissions still in
+    """The whole job of the interactive worker, without Celery: read the submissions still in
     flight, run the network once over all of them, write every answer in one commit, then wake
     whoever waits for them. Returns the submissions it answered or failed.
 
@@ -134,14 +114,16 @@ def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) 
     same ids twice changes nothing the second time.
     """
     ids = list(dict.fromkeys(str(pk) for pk in submission_ids))
-    claimed = Submission.objects.filter(pk__in=ids, status__in=answers.IN_FLIGHT)
-    if not claimed.update(status=Submission.Status.PROCESSING, started_at=timezone.now()):
-        return []
+    started_at = timezone.now()
+    # No separate claim: the answers below change only rows still in flight, so a duplicate run
+    # can do nothing worse than compute the same answer twice; one commit per batch, not two.
     rows = list(
-        Submission.objects.filter(pk__in=ids, status=Submission.Status.PROCESSING).only(
+        Submission.objects.filter(pk__in=ids, status__in=answers.IN_FLIGHT).only(
             "pk", "model_input"
         )
     )
+    for row in rows:
+        row.started_at = started_at
     scored = [row for row in rows if row.model_input]
     missing = [row for row in rows if not row.model_input]
     if scored:
@@ -155,9 +137,11 @@ def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) 
             )
     for row in missing:
         answers.fail(row, code="no_input", message="nothing to predict")
+    if not rows:
+        return []
     with transaction.atomic():
-        answers.save_in_flight(scored, answers.ANSWER_FIELDS)
-        answers.save_in_flight(missing, answers.FAILURE_FIELDS)
+        answers.save_in_flight(scored, [*answers.ANSWER_FIELDS, "started_at"])
+        answers.save_in_flight(missing, [*answers.FAILURE_FIELDS, "started_at"])
     answer_signal.announce(row.pk for row in rows)
     return rows
 

@@ -7,7 +7,6 @@ the counters grow by exactly the rows this run moved, so a redelivered chunk nev
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from uuid import UUID
@@ -17,13 +16,18 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from PIL import Image
 
-from ml.preprocess import PreprocessError, preprocess_array, preprocess_bytes
+from ml.preprocess import (
+    InvalidImage,
+    PreprocessedBatch,
+    PreprocessError,
+    preprocess_arrays,
+    preprocess_many,
+)
 from recognizer import answers
 from recognizer.answers import Predictor
 from recognizer.batches.jobs import add_progress
-from recognizer.batches.parsing import ARRAY_CONTENT_TYPE
+from recognizer.batches.parsing import ARRAY_CONTENT_TYPE, array_from_npy
 from recognizer.limits import image_limits
 from recognizer.models import BatchJob, Submission
 
@@ -39,20 +43,61 @@ class ChunkResult:
     failed: int = 0
 
 
-def model_input_for(*, image: bytes, content_type: str) -> np.ndarray:
-    """The 28x28 uint8 image the model sees, through the one canonical preprocessing."""
+def model_inputs(items: list[Submission]) -> PreprocessedBatch:
+    """The 28x28 uint8 inputs of a chunk's items through the one canonical preprocessing, framed
+    in batches: array rows all at once (no image codec), images decoded then framed together. An
+    item that fails gets its error, and the rest go on."""
     limits = image_limits()
-    if content_type == ARRAY_CONTENT_TYPE:
-        with Image.open(io.BytesIO(image)) as png:
-            limits.check(*png.size)
-            return preprocess_array(np.asarray(png), limits=limits).image
-    return preprocess_bytes(image, limits=limits).image
+    images = np.zeros((len(items), 28, 28), dtype=np.uint8)
+    errors: list[PreprocessError | None] = [None] * len(items)
+
+    def take(indices: list[int], batch: PreprocessedBatch) -> None:
+        images[indices] = batch.images
+        for index, error in zip(indices, batch.errors, strict=True):
+            errors[index] = error
+
+    arrays = [i for i, item in enumerate(items) if item.content_type == ARRAY_CONTENT_TYPE]
+    by_shape: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    for index in arrays:
+        try:
+            pixels = array_from_npy(bytes(items[index].image))
+        except ValueError as exc:
+            errors[index] = InvalidImage(f"the stored array could not be read: {exc}")
+            continue
+        by_shape.setdefault(pixels.shape, []).append((index, pixels))
+    for group in by_shape.values():
+        try:
+            take(
+                [i for i, _ in group],
+                preprocess_arrays(np.stack([p for _, p in group]), limits=limits),
+            )
+        except PreprocessError as exc:  # the shape itself is refused: every row of it
+            for index, _ in group:
+                errors[index] = exc
+    array_set = set(arrays)
+    others = [i for i in range(len(items)) if i not in array_set]
+    try:
+        take(others, preprocess_many([bytes(items[i].image) for i in others], limits=limits))
+    except SoftTimeLimitExceeded:
+        # The chunk ran out of time, not an item: nothing is recorded against any, the task
+        # fails and the stalled-batch sweeper sends the chunk again.
+        raise
+    except Exception:  # a file that breaks the decoder in an unforeseen way: find it, alone
+        log.exception("a chunk's images could not be preprocessed together; one by one")
+        for index in others:
+            try:
+                take([index], preprocess_many([bytes(items[index].image)], limits=limits))
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as exc:
+                errors[index] = InvalidImage(f"the image could not be read: {exc}")
+    return PreprocessedBatch(images=images, errors=errors)
 
 
 def score_chunk(
     *, batch_id: UUID | str, start: int, stop: int, predictor: Predictor
 ) -> ChunkResult:
-    """Preprocess the chunk's items one by one, run the model once on all that survived, write
+    """Preprocess the chunk's items in batches, run the model once on all that survived, write
     every answer with bulk updates and add to the job's counters in the same transaction."""
     batch_id = UUID(str(batch_id))  # the broker carries it as a string
     chunk = Submission.objects.filter(
@@ -73,27 +118,17 @@ def score_chunk(
         .order_by("batch_index")
     )
 
-    scored: list[Submission] = []
-    inputs: list[np.ndarray] = []
+    batch = model_inputs(items)
+    scored = [item for item, error in zip(items, batch.errors, strict=True) if error is None]
     failed: list[Submission] = []
-    for item in items:
-        try:
-            inputs.append(model_input_for(image=bytes(item.image), content_type=item.content_type))
-            scored.append(item)
-        except PreprocessError as exc:
-            answers.fail(item, code=exc.code, message=str(exc))
-            failed.append(item)
-        except SoftTimeLimitExceeded:
-            # The chunk ran out of time, not this item: nothing is recorded against it, the task
-            # fails and the stalled-batch sweeper sends the chunk again.
-            raise
-        except Exception as exc:  # one odd file must not sink the chunk (and loop on redelivery)
-            log.exception("batch item %s could not be preprocessed", item.pk)
-            answers.fail(item, code="invalid_image", message=f"the image could not be read: {exc}")
+    for item, error in zip(items, batch.errors, strict=True):
+        if error is not None:
+            answers.fail(item, code=error.code, message=str(error))
             failed.append(item)
 
     if scored:
-        probabilities = predictor.predict_images(np.stack(inputs))
+        inputs = batch.images[batch.ok]
+        probabilities = predictor.predict_images(inputs)
         for item, image, row in zip(scored, inputs, probabilities, strict=True):
             answers.answer(
                 item,

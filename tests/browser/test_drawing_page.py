@@ -296,3 +296,33 @@ def test_screenshots_of_each_layout(open_page, live_worker, layout, viewport, to
         page.get_by_test_id("wrong-button").click()
         page.get_by_test_id("label-9").scroll_into_view_if_needed()
         page.screenshot(path=SCREENSHOTS / f"{layout}-answer-scrolled.png")
+
+
+def test_a_digit_in_two_strokes_is_answered_at_each_pen_up_and_read_whole(open_page, live_worker):
+    """The first stroke of a 4 is answered at once; the second stroke supersedes that answer,
+    and the whole 4 is what is shown and kept for review."""
+    page = open_page()
+    first_stroke, second_stroke = pen.on_page(page, 4, pen.CENTRED)
+    for stroke in (first_stroke, second_stroke):
+        page.mouse.move(*stroke[0])
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*point)
+        page.mouse.up()
+        answer(page)  # an answer at each pen-up, with no pause first
+    assert_recognised(page, 4)
+
+    rows = in_db(lambda: list(Submission.objects.order_by("created_at")))
+    assert len(rows) == 2
+    half, whole = rows
+    assert half.drawing_uuid is not None and half.drawing_uuid == whole.drawing_uuid
+    assert (half.superseded, whole.superseded) == (True, False)
+    assert (len(half.strokes), len(whole.strokes)) == (1, 2)
+    assert shown_submission(page).pk == whole.pk
+
+    page.get_by_test_id("clear-button").click()  # a new drawing: a new id, nothing superseded
+    pen.draw_with_mouse(page, 1)
+    assert_recognised(page, 1)
+    newest = in_db(lambda: Submission.objects.order_by("-created_at").first())
+    assert newest.drawing_uuid != whole.drawing_uuid
+    assert not in_db(lambda: Submission.objects.get(pk=whole.pk).superseded)

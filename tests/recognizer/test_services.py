@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from digitsite.celery import app as celery_app
-from recognizer import queue, services
+from recognizer import answers, queue, services
 from recognizer.models import Submission
 from tests.factories import FakePredictor, SubmissionFactory, record_sent_tasks
 
@@ -58,14 +58,15 @@ def test_predict_one_on_a_deleted_submission_is_a_no_op():
 def test_a_late_duplicate_cannot_overwrite_an_answer():
     submission = SubmissionFactory(status="processing")
     Submission.objects.filter(pk=submission.pk).update(status="done", prediction=1)
-    services.record_prediction(
-        submission=submission,
+    answers.answer(
+        submission,
         probabilities=np.eye(10, dtype=np.float32)[7],
         model_version="late",
         digit_threshold=0.5,
     )
+    assert answers.save_in_flight([submission], answers.ANSWER_FIELDS) == 0
     submission.refresh_from_db()
-    assert submission.prediction == 1
+    assert (submission.prediction, submission.model_version) == (1, "")
 
 
 def test_sweeper_requeues_stuck_ones_and_gives_up_after_the_attempt_limit(monkeypatch, settings):

@@ -36,7 +36,8 @@ SELF = __import__("os").getpid()
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttles():
+def fresh_throttles(redis_url):
+    # redis_url: every task an accepted request sends goes to the session's own broker.
     cache.clear()  # throttle history lives in the cache
     yield
     cache.clear()
@@ -582,16 +583,11 @@ def test_a_soft_time_limit_is_raised_again_not_blamed_on_an_item(batcher, monkey
     job = jobs.create_job(
         owner=batcher.user, items=[Item(f"{n}.png", digit_png(), "image/png") for n in range(3)]
     )
-    real = scoring.model_input_for
-    calls = []
 
-    def slow(**kwargs: object) -> object:
-        calls.append(1)
-        if len(calls) == 2:
-            raise SoftTimeLimitExceeded()
-        return real(**kwargs)
+    def slow(*args: object, **kwargs: object) -> object:
+        raise SoftTimeLimitExceeded()  # the chunk's images are preprocessed together
 
-    monkeypatch.setattr(scoring, "model_input_for", slow)
+    monkeypatch.setattr(scoring, "preprocess_many", slow)
     with pytest.raises(SoftTimeLimitExceeded):
         scoring.score_chunk(batch_id=job.pk, start=0, stop=256, predictor=FakePredictor())
     items = Submission.objects.filter(batch=job)
@@ -868,3 +864,52 @@ def test_the_admin_list_never_decodes_a_huge_original(admin_user):
     page = response.content.decode()
     assert page.count('alt="the drawing as sent"') == 1  # the small one only
     assert str(small.pk)[:8] in page
+
+
+# --- Fuzzing: random values in every field of every endpoint that takes a body -------------------
+
+
+def random_json(rng: object, depth: int = 0) -> object:
+    """Any JSON value: the kinds a fuzzer throws at an API, nested a little."""
+    kinds = [
+        lambda: None,
+        lambda: True,
+        lambda: rng.randrange(-(2**70), 2**70),
+        lambda: rng.random() * 10 ** rng.randrange(-5, 300),
+        lambda: "",
+        lambda: "".join(chr(rng.randrange(1, 0x2FFF)) for _ in range(rng.randrange(1, 40))),
+        lambda: "data:image/png;base64," + "A" * rng.randrange(0, 64),
+        lambda: rng.choice(["7", "-1", "1e999", "NaN", "\x00", "=1+1", "../../etc/passwd"]),
+        lambda: [random_json(rng, depth + 1) for _ in range(rng.randrange(4))],
+        lambda: {str(random_json(rng, 3))[:8]: random_json(rng, depth + 1) for _ in range(3)},
+        lambda: [[[random_json(rng, 3) for _ in range(3)]]],
+        lambda: {"image": random_json(rng, depth + 1), "name": random_json(rng, depth + 1)},
+    ]
+    return kinds[rng.randrange(len(kinds) if depth < 3 else 8)]()
+
+
+def test_random_values_in_every_field_never_make_a_5xx():
+    import random
+
+    rng = random.Random(13)
+    client = token_client("fuzzer")
+    labelled = Submission.objects.create(image=digit_png(), status="done", prediction=7)
+    fields = {
+        SUBMISSIONS: ["image", "strokes", "source"],
+        f"{SUBMISSIONS}{labelled.pk}/label/": ["correct_label", "label_token"],
+        BATCHES: ["images"],
+    }
+    valid = {"image": data_url(digit_png()), "correct_label": 3, "label_token": "x"}
+    seen = set()
+    for path, names in fields.items():
+        for _ in range(60):
+            body = {name: valid.get(name) for name in names if rng.random() < 0.5}
+            body[rng.choice(names)] = random_json(rng)
+            if rng.random() < 0.1:
+                body = random_json(rng)
+            response = client.post(path, json.dumps(body), content_type="application/json")
+            assert response.status_code < 500, (path, body, response.content[:300])
+            if response.status_code >= 400:
+                assert response.json()["code"], response.content
+            seen.add(response.status_code)
+    assert 400 in seen and 202 in seen  # both refused and accepted bodies were sent

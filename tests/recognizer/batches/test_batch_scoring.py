@@ -40,11 +40,19 @@ def test_a_chunk_runs_the_model_once_and_bad_items_fail_alone(owner):
     assert job.finished_at is not None
 
 
-def test_array_items_go_through_preprocess_array(owner):
+def test_array_items_go_through_preprocess_array_and_never_through_pillow(owner, monkeypatch):
+    from PIL import Image
+
+    def no_pil(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an array item went through Pillow")
+
+    monkeypatch.setattr(Image, "open", no_pil)
+    monkeypatch.setattr(Image, "fromarray", no_pil)
     pixels = np.stack([mnist_digit(5), np.zeros((28, 28), np.uint8)])
     items = parsing.items_from_array(pixels=pixels)
     job_id = jobs.create_job(owner=owner, items=items).pk
-    score_all(job_id)
+    predictor = score_all(job_id)
+    assert predictor.calls == [(1, 28, 28)]
     digit, blank = items_of(job_id)
     assert digit.status == "done"
     expected = preprocess_array(pixels[0]).image
