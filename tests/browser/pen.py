@@ -60,11 +60,30 @@ DIGITS: dict[int, list[Stroke]] = {
 
 # Drawings that are not digits: what the page should answer with "that does not look like a digit".
 NOT_DIGITS: dict[str, list[Stroke]] = {
-    "hash": [
-        [(0.38, 0.05), (0.28, 0.95)],
-        [(0.72, 0.05), (0.62, 0.95)],
-        [(0.1, 0.35), (0.9, 0.35)],
-        [(0.1, 0.65), (0.9, 0.65)],
+    "star": [
+        [
+            (
+                0.5 + 0.45 * math.cos(math.radians(-90 + 144 * k)),
+                0.52 + 0.45 * math.sin(math.radians(-90 + 144 * k)),
+            )
+            for k in range(6)
+        ]
+    ],
+    "heart": [
+        [
+            (
+                0.5 + 0.45 * math.sin(math.radians(t)) ** 3,
+                0.45
+                - 0.03
+                * (
+                    13 * math.cos(math.radians(t))
+                    - 5 * math.cos(math.radians(2 * t))
+                    - 2 * math.cos(math.radians(3 * t))
+                    - math.cos(math.radians(4 * t))
+                ),
+            )
+            for t in range(0, 361, 8)
+        ]
     ],
     "smiley": [
         arc(0.5, 0.5, 0.45, 0.45, 0, 360),
