@@ -29,13 +29,13 @@ PLACEMENTS = [pen.CENTRED, pen.MEDIUM_OFF_CENTRE, pen.SMALL_TOP_LEFT, pen.SMALL_
 WARM_UP = 3  # the first answers pay for connections and the worker's first forward pass
 
 # The page's User Timing entries for the drawing just answered: the measure, and the POST's
-# start from Resource Timing (the last request to .../submissions/).
-READ_TIMINGS = """() => {
+# start from Resource Timing (the last request to .../submissions/, with its ?wait=).
+READ_TIMINGS = r"""() => {
   const last = (entries) => entries[entries.length - 1];
   const measure = last(performance.getEntriesByName("recognizer:pen-up-to-answer", "measure"));
   const shown = last(performance.getEntriesByName("recognizer:answer-shown", "mark"));
   const post = last(performance.getEntriesByType("resource")
-    .filter((entry) => entry.name.endsWith("/api/v1/submissions/")));
+    .filter((entry) => /\/api\/v1\/submissions\/(\?.*)?$/.test(entry.name)));
   const prediction = document.querySelector('[data-testid="prediction"]');
   return {
     penUpToAnswer: measure ? measure.duration : null,

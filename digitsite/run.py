@@ -27,7 +27,6 @@ from honcho.process import Popen, Process
 from digitsite.embedded_valkey import die_with_parent, start_valkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 
 
 def available_cores() -> int:
@@ -93,6 +92,15 @@ def procfile_manager(procfile: str, env: dict[str, str], cwd: Path) -> Manager:
     return manager
 
 
+def var_dir() -> Path:
+    """VAR_DIR as the settings read it (one place for its default), loaded only when needed:
+    the benches import this module for its sizing alone."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "digitsite.settings")
+    from django.conf import settings
+
+    return Path(settings.VAR_DIR)
+
+
 def _answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -126,7 +134,7 @@ def main() -> int:
     print(f"{available_cores()} cores: {counts}")
     valkey = None
     if not env.get("REDIS_URL"):
-        valkey = start_valkey(VAR_DIR / "valkey")
+        valkey = start_valkey(var_dir() / "valkey")
         env["REDIS_URL"] = valkey.url
         print(f"No REDIS_URL: started a private Valkey at {valkey.url} (data in {valkey.data_dir})")
     manager = procfile_manager((BASE_DIR / "Procfile").read_text(), env, BASE_DIR)
