@@ -41,7 +41,8 @@ def test_smoke_training_writes_loadable_weights_and_a_model_card(tmp_path, capsy
     assert card["training_seconds"] > 0
     assert card["train_images"] == 1500
     assert card["extra_drawings"] == 40 + 5 * 2
-    assert card["canvas_digits"] == 300 and card["outlier_pool"] == 1500
+    # 300 re-drawn, less those whose loops changed (ml/strokes.py: redraw_batch).
+    assert 250 <= card["canvas_digits"] <= 300 and card["outlier_pool"] == 1500
     # Calibrated on the validation split and saved with the weights for serving.
     calibration = Predictor(out).calibration
     assert calibration.as_dict() == card["calibration"]
