@@ -9,8 +9,8 @@ the handful of images any retrain flips both ways.
 The checks, in order (all must pass):
 
 - `holdout size`: the drawn holdout has at least RETRAIN_MIN_HOLDOUT drawings;
-- `holdout gain`: the candidate is better on the drawn holdout, by McNemar's exact one-sided test
-  at RETRAIN_SIGNIFICANCE;
+- `holdout gain`: the candidate is better on the drawn holdout, by McNemar's one-sided mid-p test
+  (exact binomial) at RETRAIN_SIGNIFICANCE;
 - `MNIST non-inferiority`: the candidate is shown to lose less than RETRAIN_MNIST_MARGIN_POINTS on
   MNIST test (Tango's score test; ml/paired_stats.py says why this test and why this direction).
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 
-from ml.paired_stats import PairedTable, mcnemar_exact, non_inferiority
+from ml.paired_stats import PairedTable, mcnemar_exact, mcnemar_mid_p, non_inferiority
 
 DATASETS = (("mnist", "MNIST test"), ("holdout", "drawn holdout"))
 
@@ -79,15 +79,17 @@ def check_holdout_size(inputs: GateInput) -> CheckResult:
 
 def check_holdout_gain(inputs: GateInput) -> CheckResult:
     table = inputs.tables["holdout"]
-    p = mcnemar_exact(table.b, table.c, "greater")
+    p = mcnemar_mid_p(table.b, table.c)
+    exact = mcnemar_exact(table.b, table.c, "greater")
     ok = table.n > 0 and p < inputs.significance
     change = 100 * table.difference
     verdict = "significant" if ok else "not significant"
     reason = (
-        f"{change:+.2f} points, gained {table.c} lost {table.b}: McNemar exact one-sided "
-        f"p = {p_text(p)}, {verdict} at {inputs.significance:g}"
+        f"{change:+.2f} points, gained {table.c} lost {table.b}: McNemar one-sided mid-p "
+        f"= {p_text(p)} (exact p = {p_text(exact)}), {verdict} at {inputs.significance:g}"
     )
-    return CheckResult("holdout gain", ok, reason, {"b": table.b, "c": table.c, "p_value": p})
+    details = {"b": table.b, "c": table.c, "p_value": p, "exact_p_value": exact}
+    return CheckResult("holdout gain", ok, reason, details)
 
 
 def check_mnist_non_inferiority(inputs: GateInput) -> CheckResult:

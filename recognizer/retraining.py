@@ -286,7 +286,8 @@ def retrain(*, options: RetrainOptions, progress: Progress = log.info) -> Retrai
     start = "from scratch" if options.from_scratch else f"from {active.name}"
     progress(
         f"training {start}: {n_mnist} MNIST images + {len(training)} drawings "
-        f"(each seen {weight}x per epoch), {epochs} epochs; holdout {len(holdout)} drawings"
+        f"(each seen {weight}x per epoch), {epochs} epochs at lr {lr:g}, EMA {ema_decay:g}; "
+        f"holdout {len(holdout)} drawings"
     )
     started = time.monotonic()
 

@@ -13,6 +13,7 @@ from ml.paired_stats import (
     _restricted_p_b,
     binomial_half_cdf,
     mcnemar_exact,
+    mcnemar_mid_p,
     non_inferiority,
     score_lower_bound,
     score_statistic,
@@ -64,6 +65,23 @@ def test_mcnemar_exact_p_values(b, c, two_sided, greater, less):
     assert mcnemar_exact(b, c, "less") == pytest.approx(less, rel=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("b", "c", "mid_p"),
+    [
+        (0, 4, 0.5 * 1 / 16),  # P(X > 4) = 0, P(X = 4) = 1/16
+        (0, 6, 0.5 * 1 / 64),
+        (2, 8, (10 + 1) / 1024 + 0.5 * 45 / 1024),  # P(X > 8) + P(X = 8) / 2
+        (3, 7, (45 + 10 + 1) / 1024 + 0.5 * 120 / 1024),
+        (5, 0, 1 - 0.5 * 1 / 32),
+        (0, 0, 1.0),
+    ],
+)
+def test_mcnemar_mid_p_values(b, c, mid_p):
+    assert mcnemar_mid_p(b, c) == pytest.approx(mid_p, rel=1e-12)
+    # Half the point probability below the exact p-value, never above it.
+    assert mcnemar_mid_p(b, c) <= mcnemar_exact(b, c, "greater")
+
+
 def test_mcnemar_matches_scipy_when_it_is_installed():
     stats = pytest.importorskip("scipy.stats")
     for b, c in [(3, 17), (16, 3), (40, 55), (0, 1)]:
@@ -76,6 +94,8 @@ def test_mcnemar_matches_scipy_when_it_is_installed():
 def test_mcnemar_refuses_bad_input():
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 3)
+    with pytest.raises(ValueError):
+        mcnemar_mid_p(3, -1)
     with pytest.raises(ValueError, match="alternative"):
         mcnemar_exact(1, 3, "bigger")
 

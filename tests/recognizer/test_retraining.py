@@ -118,12 +118,14 @@ def test_gate_rejects_a_real_mnist_loss():
 
 
 def test_gate_needs_a_significant_holdout_gain():
-    # 8 gains against 2 losses: P(X >= 8 | 10) = 56/1024 = 0.055, not significant at 0.05.
-    decision = gate(tables=tables(mnist=(3, 3), holdout=(2, 8)))
+    # 7 gains against 3 losses: mid-p P(X > 7 | 10) + P(X = 7)/2 = (56 + 60)/1024 = 0.113.
+    decision = gate(tables=tables(mnist=(3, 3), holdout=(3, 7)))
     assert not decision.promote
-    assert decision.checks[1].details["p_value"] == pytest.approx(56 / 1024)
-    # 8 against 1: P(X >= 8 | 9) = 10/512 = 0.0195.
-    assert gate(tables=tables(mnist=(3, 3), holdout=(1, 8))).promote
+    assert decision.checks[1].details["p_value"] == pytest.approx(116 / 1024)
+    assert decision.checks[1].details["exact_p_value"] == pytest.approx(176 / 1024)
+    # 3 against none: mid-p 1/16, still not significant at 0.05; 4 against none: 1/32 is.
+    assert not gate(tables=tables(mnist=(3, 3), holdout=(0, 3))).promote
+    assert gate(tables=tables(mnist=(3, 3), holdout=(0, 4))).promote
     # As good is not better: no gain, no promotion.
     assert not gate(tables=tables(mnist=(0, 0), holdout=(0, 0))).promote
 
@@ -135,8 +137,8 @@ def test_gate_rejects_a_candidate_taught_wrong_labels():
 
 
 def test_gate_levels_come_from_settings(settings):
-    settings.RETRAIN_SIGNIFICANCE = 0.1
-    assert gate(tables=tables(mnist=(3, 3), holdout=(2, 8))).promote  # p = 0.055 < 0.1
+    settings.RETRAIN_SIGNIFICANCE = 0.15
+    assert gate(tables=tables(mnist=(3, 3), holdout=(3, 7))).promote  # p = 0.113 < 0.15
     settings.RETRAIN_SIGNIFICANCE = 0.05
     settings.RETRAIN_MNIST_MARGIN_POINTS = 0.1
     decision = gate(tables=tables(mnist=(16, 3), holdout=(0, 12)))  # -0.13 not shown < 0.1
@@ -172,7 +174,7 @@ def test_gate_metrics_keep_the_reasoning_as_json():
     assert (stored["significance"], stored["mnist_margin_points"]) == (0.05, 0.3)
     assert stored["paired"]["mnist"] == {"a": 9944, "b": 16, "c": 3, "d": 37}
     gain, mnist = stored["checks"][1], stored["checks"][2]
-    assert (gain["b"], gain["c"], gain["p_value"]) == (0, 6, 0.5**6)
+    assert (gain["b"], gain["c"], gain["p_value"], gain["exact_p_value"]) == (0, 6, 0.5**7, 0.5**6)
     assert (mnist["b"], mnist["c"], mnist["passed"]) == (16, 3, True)
     assert -0.3 < mnist["lower_bound_points"] < -0.13
 
@@ -187,16 +189,16 @@ def test_drawings_are_weighted_to_their_share_of_an_epoch(settings):
 
 
 def test_comparison_table_shows_accuracies_discordant_pairs_and_each_verdict():
-    decision = gate(tables=tables(mnist=(16, 3), holdout=(2, 8)))
+    decision = gate(tables=tables(mnist=(16, 3), holdout=(3, 7)))
     lines = comparison_table(active_name="v1", candidate_name="v2", result=decision).splitlines()
     assert "v1 (active)" in lines[0] and "v2 (candidate)" in lines[0]
     assert "lost b" in lines[0] and "gained c" in lines[0]
     assert lines[1].split() == ["MNIST", "test", "(10000)", "99.60%", "99.47%", "-0.13", "16", "3"]
-    assert lines[2].split() == ["drawn", "holdout", "(60)", "70.00%", "80.00%", "+10.00", "2", "8"]
+    assert lines[2].split() == ["drawn", "holdout", "(60)", "70.00%", "76.67%", "+6.67", "3", "7"]
     assert lines[3] == "gate (significance 0.05, MNIST margin 0.3 points):"
     assert lines[4].startswith("  holdout size: pass: 60 drawings >= 20")
-    assert lines[5].startswith("  holdout gain: FAIL: +10.00 points, gained 8 lost 2")
-    assert "p = 0.0547, not significant at 0.05" in lines[5]
+    assert lines[5].startswith("  holdout gain: FAIL: +6.67 points, gained 7 lost 3")
+    assert "mid-p = 0.1133 (exact p = 0.1719), not significant at 0.05" in lines[5]
     assert lines[6].startswith("  MNIST non-inferiority: pass: -0.13 points, gained 3 lost 16")
     assert "score test p = 0.0018" in lines[6] and "95% bound -0.2" in lines[6]
 
