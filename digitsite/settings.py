@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from digitsite.cache import cache_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -339,7 +341,18 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Django's cache holds DRF's throttle counts, so every web process must see the same one: Redis
+# database CACHE_REDIS_DB on REDIS_URL's server (never the broker's database), or CACHE_URL
+# (redis://HOST:PORT/DB, rediss://, locmemcache:// for a single process). Its clear() deletes only
+# keys under CACHE_KEY_PREFIX, never the broker's queues (digitsite/cache.py).
+CACHES = {
+    "default": cache_settings(
+        redis_url=REDIS_URL,
+        cache_url=env.str("CACHE_URL", default=""),
+        cache_db=env.int("CACHE_REDIS_DB", default=1),
+        key_prefix=env.str("CACHE_KEY_PREFIX", default="digitsite"),
+    )
+}
 
 LOGGING = {
     "version": 1,

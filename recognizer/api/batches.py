@@ -32,10 +32,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, UserRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from recognizer import limits
 from recognizer.api.parsers import JSONParser
+from recognizer.api.throttles import UserThrottle
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
 from recognizer.batches.results import spreadsheet_safe
@@ -199,7 +200,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def get_throttles(self) -> list[BaseThrottle]:
         # Creating work is throttled (THROTTLE_USER); progress polls and result reads are not.
         if self.action == "create":
-            return [UserRateThrottle()]
+            return [UserThrottle()]
         return []
 
     @extend_schema(
