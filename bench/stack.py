@@ -90,6 +90,9 @@ def running_stack(
             "DJANGO_SETTINGS_MODULE": "digitsite.settings",
             "VAR_DIR": str(folder),
             "REDIS_URL": valkey.url,
+            # The throttle cache in the same private Valkey (database 1), whatever the shell says.
+            "CACHE_URL": "",
+            "CACHE_REDIS_DB": "1",
             "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{folder}/db.sqlite3"),
             "THROTTLE_ANON": "100000/min",
             "THROTTLE_USER": "100000/min",

@@ -13,6 +13,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from digitsite.cache import cache_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -207,6 +209,13 @@ HOLDOUT_PERCENT = env.int("HOLDOUT_PERCENT", default=20)
 RETRAIN_SIGNIFICANCE = env.float("RETRAIN_SIGNIFICANCE", default=0.05)
 RETRAIN_MNIST_MARGIN_POINTS = env.float("RETRAIN_MNIST_MARGIN_POINTS", default=0.3)
 RETRAIN_MIN_HOLDOUT = env.int("RETRAIN_MIN_HOLDOUT", default=20)
+# "Not a digit": what a candidate must still reject and accept (issue 14's targets), measured on
+# ml/nondigits.py's test non-digits and ml/drawn.py's drawn evaluation (RETRAIN_DRAWN_N a style).
+RETRAIN_MIN_NONDIGIT_REJECTION = env.float("RETRAIN_MIN_NONDIGIT_REJECTION", default=0.9)
+RETRAIN_MAX_MNIST_REJECTION = env.float("RETRAIN_MAX_MNIST_REJECTION", default=0.01)
+RETRAIN_MAX_DRAWN_REJECTION = env.float("RETRAIN_MAX_DRAWN_REJECTION", default=0.02)
+RETRAIN_DRAWN_N = env.int("RETRAIN_DRAWN_N", default=300)
+RETRAIN_NONDIGITS_N = env.int("RETRAIN_NONDIGITS_N", default=1000)
 # The fine-tune schedule (--from-scratch uses ml/train.py's own recipe unless --epochs is given).
 # The EMA starts at the active weights, so a slow one (0.999: ~950 steps keep ~40% of them) is
 # what keeps the fine-tune from forgetting MNIST; chosen on MNIST validation (README).
@@ -332,7 +341,18 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Django's cache holds DRF's throttle counts, so every web process must see the same one: Redis
+# database CACHE_REDIS_DB on REDIS_URL's server (never the broker's database), or CACHE_URL
+# (redis://HOST:PORT/DB, rediss://, locmemcache:// for a single process). Its clear() deletes only
+# keys under CACHE_KEY_PREFIX, never the broker's queues (digitsite/cache.py).
+CACHES = {
+    "default": cache_settings(
+        redis_url=REDIS_URL,
+        cache_url=env.str("CACHE_URL", default=""),
+        cache_db=env.int("CACHE_REDIS_DB", default=1),
+        key_prefix=env.str("CACHE_KEY_PREFIX", default="digitsite"),
+    )
+}
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,14 @@ model sees in production exactly what it saw in training.
 The steps are MNIST's own: grayscale, ink as white on black, crop to the ink's bounding box, scale
 the longer side to 20 px keeping the aspect ratio (antialiased), place in 28x28 so that the
 centre of mass sits at the centre, normalise with MNIST's mean and standard deviation.
+
+It works on batches: `frame_inks` crops, scales and centres N ink maps at once in torch, and a
+single drawing is a batch of one. Batch jobs call `preprocess_many` (image bytes) and
+`preprocess_arrays` (N x H x W numbers, which never go through an image library). The scaling is
+Pillow's antialiased bilinear filter written as two weight matrices per image, so one batched
+matmul scales every crop and the pixels stay those the model's figures were measured with;
+torchvision's roi_align would crop and scale as fast, but averages boxes instead, which changes
+the pixels.
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.core.cache import cache
+from django.test import override_settings
 
+from digitsite.cache import cache_settings
 from digitsite.celery import app as celery_app
 from ml.data import where_to_put_mnist
 from tests import mnist_sample
@@ -109,6 +112,33 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     if embedded is not None:
         embedded.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache() -> Iterator[None]:
+    """Django's cache in this process's memory unless a test asks for `shared_cache`: the
+    settings' default is a database on REDIS_URL's server (the shared 6379 on a dev machine, where
+    another session or `make run` keeps its throttle counts), and unit tests need no Redis."""
+    with override_settings(CACHES={"default": {"BACKEND": LOCMEM_CACHE}}):
+        yield
+
+
+LOCMEM_CACHE = "django.core.cache.backends.locmem.LocMemCache"
+
+
+@pytest.fixture
+def shared_cache(redis_url: str) -> Iterator[dict[str, str]]:
+    """Django's cache in the session's Redis, as the service uses it (digitsite/cache.py), empty.
+
+    It lives in the test broker's own database under a key prefix of its own (on a shared Redis
+    every other database number may be another session's): clear() deletes only those keys, never
+    the queues. Yields the environment that gives a child process (gunicorn) the same cache."""
+    prefix = f"test-cache-{os.getpid()}"
+    config = cache_settings(redis_url=redis_url, cache_url=redis_url, cache_db=0, key_prefix=prefix)
+    with override_settings(CACHES={"default": config}):
+        cache.clear()
+        yield {"CACHE_URL": redis_url, "CACHE_KEY_PREFIX": prefix}
+        cache.clear()
 
 
 def use_broker(url: str) -> None:

@@ -32,10 +32,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, UserRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from recognizer import limits
 from recognizer.api.parsers import JSONParser
+from recognizer.api.throttles import UserThrottle
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
 from recognizer.batches.results import spreadsheet_safe
@@ -103,6 +104,10 @@ class BatchResultSerializer(serializers.Serializer):
     prediction = serializers.IntegerField(allow_null=True)
     confidence = serializers.FloatField(allow_null=True)
     probabilities = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    is_digit = serializers.BooleanField(
+        allow_null=True, help_text="false: not a digit (prediction is the closest)"
+    )
+    digit_score = serializers.FloatField(allow_null=True, help_text="0..1, how digit-like")
     error_code = serializers.CharField(allow_blank=True)
     error = serializers.CharField(allow_blank=True)
 
@@ -195,7 +200,7 @@ class BatchJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def get_throttles(self) -> list[BaseThrottle]:
         # Creating work is throttled (THROTTLE_USER); progress polls and result reads are not.
         if self.action == "create":
-            return [UserRateThrottle()]
+            return [UserThrottle()]
         return []
 
     @extend_schema(

@@ -12,12 +12,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import (
-    AnonRateThrottle,
-    BaseThrottle,
-    SimpleRateThrottle,
-    UserRateThrottle,
-)
+from rest_framework.throttling import BaseThrottle
 
 from recognizer import limits, ownership, services
 from recognizer.answers import FINISHED
@@ -28,6 +23,7 @@ from recognizer.api.serializers import (
     SubmissionCreateSerializer,
     SubmissionSerializer,
 )
+from recognizer.api.throttles import AnonThrottle, LabelRateThrottle, UserThrottle
 from recognizer.errors import DomainError
 from recognizer.models import Submission
 
@@ -54,17 +50,6 @@ def wait_seconds(request: Request) -> float:
     return min(max(seconds, 0.0), settings.MAX_WAIT_SECONDS)
 
 
-class LabelRateThrottle(SimpleRateThrottle):
-    """THROTTLE_LABEL per user, or per client address (see NUM_PROXIES) for anonymous clients."""
-
-    scope = "label"
-
-    def get_cache_key(self, request: Request, view: object) -> str:
-        user = request.user
-        ident = f"user-{user.pk}" if user and user.is_authenticated else self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
-
-
 class SubmissionViewSet(
     mixins.CreateModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -83,7 +68,7 @@ class SubmissionViewSet(
     def get_throttles(self) -> list[BaseThrottle]:
         # Creating work and labelling are throttled; polling for an answer is not.
         if self.action == "create":
-            return [AnonRateThrottle(), UserRateThrottle()]
+            return [AnonThrottle(), UserThrottle()]
         if self.action == "label":
             return [LabelRateThrottle()]
         return []

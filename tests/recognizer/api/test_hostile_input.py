@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -36,11 +35,10 @@ SELF = __import__("os").getpid()
 
 
 @pytest.fixture(autouse=True)
-def fresh_throttles(redis_url):
+def fresh_throttles(redis_url, shared_cache):
     # redis_url: every task an accepted request sends goes to the session's own broker.
-    cache.clear()  # throttle history lives in the cache
+    # shared_cache: throttle counts live in Redis, as in the service, emptied around each test.
     yield
-    cache.clear()
 
 
 @pytest.fixture
