@@ -1,39 +1,56 @@
-"""Evaluate weights on the MNIST test split (10,000 images), and on it re-drawn onto big canvases.
+"""Evaluate weights: MNIST test, the drawn-digit evaluation, non-digit rejection, calibration.
 
-    python -m ml.evaluate [--weights ml/digit_model.pth] [--drawn] [--plots DIR]
+    python -m ml.evaluate [--weights PATH] [--drawn] [--plots DIR] [--limit N] [--card]
 
-Prints one JSON object: accuracy, n, per_class, parameters, confusion (and `drawn` with --drawn).
+Prints one JSON object on stdout, and a readable summary on stderr:
+- MNIST test (10,000): accuracy, per_class, confusion, `rejected` (share called "not a digit"), ece;
+- `nondigits`: the test non-digits (ml/nondigits.py's test generator) and the share rejected;
+- with --drawn, `drawn`: every style of ml/drawn.py's evaluation (MNIST test digits re-drawn with
+  pens, placements, canvases, low-res scans) and `overall`: accuracy, rejected, ece.
+Everything is predicted through ml.predictor.Predictor, as served. --plots writes
+reliability.png, mistakes.png, rejected_nondigits.png, rejected_digits.png and confusion.png;
+--card stores the report in the model card beside the weights (`evaluation`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from ml.checkpoint import load_checkpoint
-from ml.data import ensure_mnist, load_split
-from ml.drawn import DRAWN_STYLES, render_drawn
+from ml.calibration import (
+    Calibration,
+    digit_scores,
+    expected_calibration_error,
+    fit_temperature,
+    fit_threshold,
+    softmax,
+)
+from ml.data import Split, ensure_mnist, load_split
+from ml.drawn import EVAL_STYLES, canvas_digits, drawn_set
 from ml.model import NUM_CLASSES, DigitNet, parameter_count
-from ml.preprocess import preprocess_many, to_model_input
+from ml.nondigits import TRAIN_SEED, nondigits, nondigits_for_testing
+from ml.predictor import Answers, Predictor, logits_of
+from ml.preprocess import to_model_input
+from ml.strokes import TRAIN_PEN
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "digit_model.pth"
+DRAWN_N = 1000  # MNIST test digits per drawn style
+NONDIGITS_N = 2000
+VALIDATION_NONDIGITS_SEED = TRAIN_SEED + 1  # the training generator, a stream training never saw
 
 
-@torch.inference_mode()
-def predict_probabilities(model: DigitNet, inputs: torch.Tensor, batch: int = 1000) -> np.ndarray:
-    """Softmax probabilities for normalised N x 1 x 28 x 28 inputs, N x 10."""
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = [
-        torch.softmax(model(inputs[i : i + batch].to(device)), dim=1).cpu()
-        for i in range(0, len(inputs), batch)
-    ]
-    return torch.cat(chunks).numpy()
+def _predictor(model: DigitNet | Predictor) -> Predictor:
+    return model if isinstance(model, Predictor) else Predictor(model=model, device="cpu")
+
+
+def predict_probabilities(model: DigitNet | Predictor, inputs: torch.Tensor) -> np.ndarray:
+    """Calibrated probabilities (N x 10) for normalised inputs, through the one inference path."""
+    return _predictor(model).predict(inputs)
 
 
 def score(predicted: np.ndarray, labels: np.ndarray) -> dict:
@@ -45,96 +62,135 @@ def score(predicted: np.ndarray, labels: np.ndarray) -> dict:
         for d in range(NUM_CLASSES)
     }
     return {
-        "accuracy": round(float((predicted == labels).mean()), 4),
+        "accuracy": round(float((predicted == labels).mean()), 4) if len(labels) else 0.0,
         "n": int(len(labels)),
         "per_class": per_class,
         "confusion": confusion.tolist(),
     }
 
 
-def evaluate_images(model: DigitNet, images: np.ndarray, labels: np.ndarray) -> dict:
+def score_answers(answers: Answers, labels: np.ndarray) -> dict:
+    """`score` plus the share rejected as "not a digit" and the expected calibration error."""
+    result = score(answers.prediction, labels)
+    result["rejected"] = round(float((~answers.is_digit).mean()), 4) if len(labels) else 0.0
+    result["ece"] = (
+        round(expected_calibration_error(answers.probabilities, labels), 4) if len(labels) else 0.0
+    )
+    return result
+
+
+def evaluate_images(model: DigitNet | Predictor, images: np.ndarray, labels: np.ndarray) -> dict:
     """Score uint8 28x28 images (already in model form, like MNIST's)."""
-    probabilities = predict_probabilities(model, to_model_input(images))
-    return score(probabilities.argmax(axis=1), labels)
+    return score_answers(_predictor(model).answer_images(images), labels)
 
 
-def evaluate_drawn(
-    model: DigitNet, images: np.ndarray, labels: np.ndarray, style: str
-) -> dict[str, float | int]:
-    """Re-draw each digit onto a 280x280 PNG canvas in `style`, preprocess it as served, score."""
-    batch = preprocess_many([render_drawn(image, style) for image in images])
-    refused = [error for error in batch.errors if error is not None]
-    if refused:
-        raise refused[0]
-    predicted = predict_probabilities(model, to_model_input(batch.images)).argmax(axis=1)
-    return {"accuracy": round(float((predicted == labels).mean()), 4), "n": int(len(labels))}
+def evaluate_nondigits(model: DigitNet | Predictor, images: np.ndarray) -> dict:
+    """The share of non-digits rejected (higher is better)."""
+    answers = _predictor(model).answer_images(images)
+    return {
+        "n": int(len(images)),
+        "rejected": round(float((~answers.is_digit).mean()), 4) if len(images) else 0.0,
+    }
 
 
-def write_plots(model: DigitNet, images: np.ndarray, labels: np.ndarray, folder: Path) -> None:
-    """confusion.png (counts, true down, predicted across) and mistakes.png (the 64 worst)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probabilities = predict_probabilities(model, to_model_input(images))
-    predicted = probabilities.argmax(axis=1)
-    confusion = np.array(score(predicted, labels)["confusion"])
+def evaluate_drawn(model: DigitNet | Predictor, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Every drawn style, and all of them together as `overall`."""
+    predictor = _predictor(model)
+    styles, inputs, truths = {}, [], []
+    for style in EVAL_STYLES:
+        drawn, kept = drawn_set(images, style)
+        inputs.append(drawn)
+        truths.append(labels[kept])
+        entry = score_answers(predictor.answer_images(drawn), labels[kept])
+        styles[style] = {k: entry[k] for k in ("accuracy", "n", "rejected", "ece")}
+    every = predictor.answer_images(np.concatenate(inputs))
+    overall = score_answers(every, np.concatenate(truths))
+    styles["overall"] = {k: overall[k] for k in ("accuracy", "n", "rejected", "ece")}
+    return styles
 
-    cell = 44
-    plot = Image.new("RGB", (cell * 11, cell * 11), "white")
-    draw = ImageDraw.Draw(plot)
-    off_diagonal_max = max(1, (confusion - np.diag(np.diag(confusion))).max())
-    for d in range(NUM_CLASSES):
-        draw.text((cell * (d + 1) + 16, 14), str(d), fill="black")
-        draw.text((16, cell * (d + 1) + 14), str(d), fill="black")
-    for t in range(NUM_CLASSES):
-        for p in range(NUM_CLASSES):
-            count = int(confusion[t, p])
-            box = (cell * (p + 1), cell * (t + 1), cell * (p + 2) - 1, cell * (t + 2) - 1)
-            if t == p:
-                fill = (200, 230, 200)
-            else:
-                shade = int(255 - 200 * min(1.0, count / off_diagonal_max))
-                fill = (255, shade, shade)
-            draw.rectangle(box, fill=fill, outline=(220, 220, 220))
-            draw.text((box[0] + 6, box[1] + 14), str(count), fill="black")
-    plot.save(folder / "confusion.png")
 
-    wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(probabilities[wrong, labels[wrong]])][:64]
-    tile = 28 * 3
-    grid = Image.new("RGB", (tile * 8, (tile + 16) * max(1, (len(worst) + 7) // 8)), "white")
-    draw = ImageDraw.Draw(grid)
-    for k, i in enumerate(worst):
-        x, y = (k % 8) * tile, (k // 8) * (tile + 16)
-        grid.paste(
-            Image.fromarray(images[i]).resize((tile, tile), Image.Resampling.NEAREST), (x, y)
-        )
-        draw.text((x + 4, y + tile + 2), f"true {labels[i]} got {predicted[i]}", fill="black")
-    grid.save(folder / "mistakes.png")
+def calibrate(
+    model: DigitNet, val: Split, seed: int, reject_rate: float
+) -> tuple[Calibration, dict]:
+    """Fit the temperature and the digit threshold on validation digits: the held-out MNIST
+    training images and the same images as canvas digits. Returns the calibration and the
+    validation figures it gives (accuracy, rejection, ECE; non-digits from a validation stream)."""
+    drawn, drawn_labels = canvas_digits(val.images, val.labels, seed=seed + 100)
+    images = np.concatenate([val.images, drawn])
+    labels = np.concatenate([val.labels, drawn_labels])
+    logits = logits_of(model, to_model_input(images))
+    temperature = fit_temperature(logits, torch.from_numpy(labels))
+    probabilities = softmax(logits, temperature)
+    threshold = fit_threshold(digit_scores(probabilities), reject_rate)
+    calibration = Calibration(temperature, threshold, reject_rate)
+
+    predictor = Predictor(model=model, device="cpu", calibration=calibration)
+    outliers, _ = nondigits(NONDIGITS_N, VALIDATION_NONDIGITS_SEED, TRAIN_PEN)
+    mnist = evaluate_images(predictor, val.images, val.labels)
+    canvas = evaluate_images(predictor, drawn, drawn_labels)
+    validation = {
+        "mnist": {k: mnist[k] for k in ("accuracy", "n", "rejected", "ece")},
+        "canvas": {k: canvas[k] for k in ("accuracy", "n", "rejected", "ece")},
+        "nondigits": evaluate_nondigits(predictor, outliers),
+    }
+    return calibration, validation
+
+
+def summary_lines(result: dict) -> list[str]:
+    """The report as a table for people."""
+
+    def row(name: str, entry: dict) -> str:
+        accuracy = f"{100 * entry['accuracy']:6.2f}%" if "accuracy" in entry else "      -"
+        ece = f"{100 * entry['ece']:5.2f}%" if "ece" in entry else "    -"
+        return f"{name:<22}{entry['n']:>7}  {accuracy}  {100 * entry['rejected']:6.2f}%  {ece}"
+
+    lines = [f"{'set':<22}{'n':>7}  accuracy  rejected    ECE", row("MNIST test", result)]
+    for style, entry in result.get("drawn", {}).items():
+        lines.append(row(f"drawn: {style}", entry))
+    lines.append(row("test non-digits", result["nondigits"]))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--drawn", action="store_true", help="also score re-drawn canvases")
-    parser.add_argument("--plots", type=Path, help="write confusion.png and mistakes.png here")
+    parser.add_argument("--drawn", action="store_true", help="also score the drawn evaluation")
+    parser.add_argument("--drawn-n", type=int, default=DRAWN_N, help="test digits per style")
+    parser.add_argument("--nondigits-n", type=int, default=NONDIGITS_N)
+    parser.add_argument("--plots", type=Path, help="write the PNG plots into this folder")
     parser.add_argument("--limit", type=int, help="only the first N test images")
+    parser.add_argument(
+        "--card", action="store_true", help="also store the report in the weights' model card"
+    )
     parser.add_argument("--download", action="store_true", help="fetch MNIST first if missing")
     args = parser.parse_args(argv)
     # Missing MNIST: fetched only when asked, else the exit message says where to put it.
     ensure_mnist(download_if_missing=args.download)
 
-    model, _ = load_checkpoint(args.weights)
+    predictor = Predictor(args.weights, device="cpu")
     test = load_split("test")
     images, labels = test.images[: args.limit], test.labels[: args.limit]
-    result = evaluate_images(model, images, labels)
-    result["parameters"] = parameter_count(model)
+    answers = predictor.answer_images(images)
+    result = score_answers(answers, labels)
+    result["parameters"] = parameter_count(predictor.model)
     result["weights"] = str(args.weights)
+    result["calibration"] = predictor.calibration.as_dict()
+    outliers, outlier_names = nondigits_for_testing(args.nondigits_n)
+    result["nondigits"] = evaluate_nondigits(predictor, outliers)
+    drawn_n = min(args.drawn_n, len(images))
     if args.drawn:
-        result["drawn"] = {
-            style: evaluate_drawn(model, images, labels, style) for style in DRAWN_STYLES
-        }
+        result["drawn"] = evaluate_drawn(predictor, images[:drawn_n], labels[:drawn_n])
     if args.plots:
-        write_plots(model, images, labels, args.plots)
+        from ml.plots import write_plots
+
+        write_plots(predictor, images, labels, outliers, outlier_names, args.plots, drawn_n)
     print(json.dumps(result))
+    print("\n".join(summary_lines(result)), file=sys.stderr)
+    if args.card:
+        card_file = args.weights.with_suffix(".json")
+        card = json.loads(card_file.read_text()) if card_file.exists() else {}
+        card["evaluation"] = {k: v for k, v in result.items() if k != "weights"}
+        card_file.write_text(json.dumps(card, indent=2) + "\n")
     return result
 
 

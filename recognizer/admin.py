@@ -141,6 +141,23 @@ class ConfidenceFilter(admin.SimpleListFilter):
         return queryset if threshold is None else queryset.filter(confidence__lt=threshold)
 
 
+class DigitFilter(admin.SimpleListFilter):
+    """Drawings the model judged not a digit (rejected), or those it took for digits."""
+
+    title = "looks like a digit"
+    parameter_name = "is_digit"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("no", "Rejected: not a digit"), ("yes", "A digit")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "no":
+            return queryset.filter(is_digit=False)
+        if self.value() == "yes":
+            return queryset.filter(is_digit=True)
+        return queryset
+
+
 class LabelledDigitFilter(admin.SimpleListFilter):
     """The user's digit; with the `prediction` filter it picks pairs such as "said 7, was 1"."""
 
@@ -179,6 +196,7 @@ class SubmissionAdmin(admin.ModelAdmin):
         "model_saw",
         "prediction",
         "confidence_pct",
+        "digit_verdict",
         "correct_label",
         "reviewed",
         "model_version",
@@ -187,6 +205,7 @@ class SubmissionAdmin(admin.ModelAdmin):
         ReviewFilter,
         FlaggedFilter,
         ConfidenceFilter,
+        DigitFilter,
         "prediction",
         LabelledDigitFilter,
         "model_version",
@@ -211,6 +230,8 @@ class SubmissionAdmin(admin.ModelAdmin):
         "prediction",
         "confidence",
         "probabilities",
+        "is_digit",
+        "digit_score",
         "model_version",
         "error_code",
         "error",
@@ -286,6 +307,13 @@ class SubmissionAdmin(admin.ModelAdmin):
     @admin.display(description="model saw")
     def model_saw(self, submission: Submission) -> str:
         return _img(input_thumbnail(submission), "the 28x28 model input")
+
+    @admin.display(description="digit?", ordering="digit_score")
+    def digit_verdict(self, submission: Submission) -> str:
+        if submission.is_digit is None:
+            return "-"
+        verdict = "yes" if submission.is_digit else "not a digit"
+        return f"{verdict} ({submission.digit_score:.2f})"
 
     @admin.display(description="confidence", ordering="confidence")
     def confidence_pct(self, submission: Submission) -> str:

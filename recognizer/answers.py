@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models import Field, QuerySet
 from django.utils import timezone
 
+from ml.calibration import digit_scores
 from recognizer.models import Submission
 
 IN_FLIGHT = (Submission.Status.QUEUED, Submission.Status.PROCESSING)
@@ -30,6 +31,8 @@ ANSWER_FIELDS = (
     "prediction",
     "confidence",
     "probabilities",
+    "is_digit",
+    "digit_score",
     "model_version",
     "error_code",
     "error",
@@ -45,6 +48,11 @@ class Predictor(Protocol):
     @property
     def version(self) -> str: ...
 
+    @property
+    def digit_threshold(self) -> float:
+        """digit_score under this: not a digit (the threshold saved with the weights)."""
+        ...
+
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         """uint8 N x 28 x 28 model inputs -> N x 10 probabilities."""
         ...
@@ -55,21 +63,42 @@ class Prediction:
     digit: int
     confidence: float
     probabilities: list[float]
+    digit_score: float
+    is_digit: bool
 
 
-def prediction_from_probabilities(probabilities: np.ndarray) -> Prediction:
+def prediction_from_probabilities(
+    probabilities: np.ndarray, *, digit_threshold: float = 0.0
+) -> Prediction:
+    """The answer in the probabilities (already calibrated by the predictor), and whether it looks
+    like a digit at all: its digit score against the threshold the weights were calibrated with."""
     rounded = [round(float(p), 6) for p in probabilities]
     digit = int(np.argmax(probabilities))
-    return Prediction(digit=digit, confidence=rounded[digit], probabilities=rounded)
+    score = float(digit_scores(np.asarray(probabilities)[None])[0])
+    return Prediction(
+        digit=digit,
+        confidence=rounded[digit],
+        probabilities=rounded,
+        digit_score=round(score, 4),
+        is_digit=bool(score >= digit_threshold),
+    )
 
 
-def answer(submission: Submission, *, probabilities: np.ndarray, model_version: str) -> None:
+def answer(
+    submission: Submission,
+    *,
+    probabilities: np.ndarray,
+    model_version: str,
+    digit_threshold: float,
+) -> None:
     """Set the answer on the instance (saved by `save_in_flight` with ANSWER_FIELDS)."""
-    prediction = prediction_from_probabilities(probabilities)
+    prediction = prediction_from_probabilities(probabilities, digit_threshold=digit_threshold)
     submission.status = Submission.Status.DONE
     submission.prediction = prediction.digit
     submission.confidence = prediction.confidence
     submission.probabilities = prediction.probabilities
+    submission.digit_score = prediction.digit_score
+    submission.is_digit = prediction.is_digit
     submission.model_version = model_version
     submission.error_code = ""
     submission.error = ""

@@ -79,6 +79,14 @@ class Submission(models.Model):
     prediction = models.PositiveSmallIntegerField(null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)
     probabilities = models.JSONField(null=True, blank=True)
+    # "Does it look like a digit at all?" (ml/calibration.py). A drawing judged not a digit is still
+    # `done`, with its prediction and probabilities; the page and the API say so beside them.
+    is_digit = models.BooleanField(
+        null=True, blank=True, help_text="False: it does not look like a digit (rejected)."
+    )
+    digit_score = models.FloatField(
+        null=True, blank=True, help_text="0..1, how digit-like; below the threshold: rejected."
+    )
     model_version = models.CharField(max_length=64, blank=True)
     error_code = models.CharField(max_length=32, blank=True)
     error = models.TextField(blank=True)
@@ -119,6 +127,7 @@ class Submission(models.Model):
         indexes = [
             models.Index(fields=["status", "queued_at"], name="submission_status_queued"),
             models.Index(fields=["prediction"], name="submission_prediction"),
+            models.Index(fields=["is_digit"], name="submission_is_digit"),
             models.Index(fields=["model_version"], name="submission_model_version"),
             models.Index(fields=["correct_label"], name="submission_correct_label"),
             models.Index(fields=["source", "created_at"], name="submission_source_created"),

@@ -32,7 +32,7 @@ from django.conf import settings
 
 from ml.paired_stats import PairedTable, mcnemar_exact, mcnemar_mid_p, non_inferiority
 
-DATASETS = (("mnist", "MNIST test"), ("holdout", "drawn holdout"))
+DATASETS = (("mnist", "MNIST test"), ("holdout", "drawn holdout"), ("drawn", "drawn evaluation"))
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,58 @@ def check_mnist_non_inferiority(inputs: GateInput) -> CheckResult:
 
 
 CHECKS: tuple[Check, ...] = (check_holdout_size, check_holdout_gain, check_mnist_non_inferiority)
+
+
+# --- "Not a digit" (issue 14): the candidate must keep what the active weights promise. ----------
+# These read the candidate's own rates from `inputs.extra["candidate"]` (recognizer/retraining.py's
+# Evaluation.metrics) and the paired answers on the drawn evaluation from `inputs.tables["drawn"]`.
+
+
+def check_drawn_non_inferiority(inputs: GateInput) -> CheckResult:
+    """The drawn evaluation (pen-drawn and scanned MNIST test digits) under the MNIST margin."""
+    table = inputs.tables["drawn"]
+    margin = inputs.mnist_margin_points
+    test = non_inferiority(table, margin=margin / 100, alpha=inputs.significance)
+    shown = "shown" if test.passed else "not shown"
+    reason = (
+        f"{100 * table.difference:+.2f} points, gained {table.c} lost {table.b}: loss under "
+        f"{margin:g} points {shown} (score test p = {test.p_value:.4f})"
+    )
+    details = {"b": table.b, "c": table.c, "p_value": test.p_value}
+    return CheckResult("drawn non-inferiority", test.passed, reason, details)
+
+
+def check_nondigits_rejected(inputs: GateInput) -> CheckResult:
+    """At least RETRAIN_MIN_NONDIGIT_REJECTION of the test non-digits turned away."""
+    rate = inputs.extra["candidate"]["nondigits"]["rejected"]
+    floor = settings.RETRAIN_MIN_NONDIGIT_REJECTION
+    ok = rate >= floor
+    relation = ">=" if ok else "<"
+    reason = f"{100 * rate:.1f}% of test non-digits rejected ({relation} {100 * floor:g}%)"
+    return CheckResult("non-digits rejected", ok, reason, {"rejected": rate, "required": floor})
+
+
+def check_digits_accepted(inputs: GateInput) -> CheckResult:
+    """At most RETRAIN_MAX_MNIST_REJECTION of MNIST test and RETRAIN_MAX_DRAWN_REJECTION of the
+    drawn evaluation called "not a digit"."""
+    metrics = inputs.extra["candidate"]
+    limits = {
+        "mnist": settings.RETRAIN_MAX_MNIST_REJECTION,
+        "drawn": settings.RETRAIN_MAX_DRAWN_REJECTION,
+    }
+    rates = {key: metrics[key]["rejected"] for key in limits}
+    ok = all(rates[key] <= limits[key] for key in limits)
+    reason = ", ".join(
+        f"{key} {100 * rates[key]:.2f}% rejected (at most {100 * limits[key]:g}%)" for key in limits
+    )
+    return CheckResult("digits accepted", ok, reason, {"rejected": rates, "limits": limits})
+
+
+DIGIT_CHECKS: tuple[Check, ...] = (
+    check_drawn_non_inferiority,
+    check_nondigits_rejected,
+    check_digits_accepted,
+)
 
 
 @dataclass(frozen=True)
@@ -188,6 +240,8 @@ def comparison_table(*, active_name: str, candidate_name: str, result: GateResul
         )
     ]
     for key, title in DATASETS:
+        if key not in result.tables:
+            continue
         t = result.tables[key]
         empty = not t.n
         rows.append(

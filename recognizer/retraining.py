@@ -28,15 +28,16 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Max, QuerySet
 
-from ml.checkpoint import load_checkpoint
 from ml.data import Split, load_split
-from ml.evaluate import predict_probabilities, score
+from ml.drawn import EVAL_STYLES, drawn_set
+from ml.evaluate import score
+from ml.nondigits import nondigits_for_testing
 from ml.paired_stats import PairedTable
-from ml.preprocess import to_model_input
+from ml.predictor import Predictor
 from ml.train import TrainConfig, train
 from recognizer import model_registry
 from recognizer.models import ModelVersion, Submission
-from recognizer.retrain_gate import GateResult, comparison_table, gate
+from recognizer.retrain_gate import CHECKS, DIGIT_CHECKS, GateResult, comparison_table, gate
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class Drawings:
     @property
     def split(self) -> Split:
         return Split(self.images, self.labels)
+
+    @classmethod
+    def empty(cls) -> Drawings:
+        return cls([], np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.int64))
 
 
 def reviewed_submissions() -> QuerySet:
@@ -117,7 +122,8 @@ def export_drawings(*, path: Path, include_holdout: bool = False) -> int:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One model's answers on the evaluation sets ("mnist", "holdout")."""
+    """One model's answers on the evaluation sets ("mnist", "holdout", "drawn"), and the shares it
+    rejects as not digits (metrics[set]["rejected"], metrics["nondigits"])."""
 
     metrics: dict  # per set: accuracy, n, correct, per_class (JSON, kept on the version)
     right: dict[str, np.ndarray]  # per set: whether each image was answered right, in order
@@ -135,26 +141,60 @@ def _summary(predicted: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def evaluate(
-    *, weights: Path | str, holdout: Drawings, mnist_limit: int | None = None
-) -> Evaluation:
-    """MNIST test split (the first `mnist_limit` images when given) and the drawn holdout. The
-    same weights give the same answers: inference is deterministic on one machine."""
-    model, _ = load_checkpoint(Path(weights))
+@dataclass(frozen=True)
+class EvaluationSets:
+    """The images both models answer: rendered once per judgement, not once per model."""
+
+    sets: dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (uint8 N x 28 x 28, labels)
+    nondigits: np.ndarray  # ml/nondigits.py's test generator
+
+
+def evaluation_sets(*, holdout: Drawings, mnist_limit: int | None = None) -> EvaluationSets:
+    """MNIST test (the first `mnist_limit` images when given), the drawn holdout, and the drawn
+    evaluation (ml/drawn.py: the first RETRAIN_DRAWN_N test digits in every pen and scan style)."""
     test = load_split("test")
-    sets = {
-        "mnist": (test.images[:mnist_limit], test.labels[:mnist_limit]),
-        "holdout": (holdout.images, holdout.labels),
-    }
-    metrics, right = {}, {}
-    for key, (images, labels) in sets.items():
-        predicted = (
-            predict_probabilities(model, to_model_input(images)).argmax(axis=1)
-            if len(labels)
-            else np.zeros(0, dtype=np.int64)
-        )
-        metrics[key] = _summary(predicted, labels)
+    per_style = min(settings.RETRAIN_DRAWN_N, mnist_limit or settings.RETRAIN_DRAWN_N)
+    drawn = [drawn_set(test.images[:per_style], style) for style in EVAL_STYLES]
+    return EvaluationSets(
+        sets={
+            "mnist": (test.images[:mnist_limit], test.labels[:mnist_limit]),
+            "holdout": (holdout.images, holdout.labels),
+            "drawn": (
+                np.concatenate([images for images, _ in drawn]),
+                np.concatenate([test.labels[kept] for _, kept in drawn]),
+            ),
+        },
+        nondigits=nondigits_for_testing(settings.RETRAIN_NONDIGITS_N)[0],
+    )
+
+
+def evaluate(
+    *,
+    weights: Path | str,
+    holdout: Drawings | None = None,
+    mnist_limit: int | None = None,
+    sets: EvaluationSets | None = None,
+) -> Evaluation:
+    """Answer every evaluation set through the one inference path (ml.predictor, calibrated as
+    served). The same weights give the same answers: inference is deterministic on one machine."""
+    if sets is None:
+        sets = evaluation_sets(holdout=holdout or Drawings.empty(), mnist_limit=mnist_limit)
+    predictor = Predictor(Path(weights), device="cpu")
+    metrics: dict = {}
+    right = {}
+    for key, (images, labels) in sets.sets.items():
+        if len(labels):
+            answers = predictor.answer_images(images)
+            predicted, rejected = answers.prediction, float((~answers.is_digit).mean())
+        else:
+            predicted, rejected = np.zeros(0, dtype=np.int64), 0.0
+        metrics[key] = {**_summary(predicted, labels), "rejected": round(rejected, 4)}
         right[key] = predicted == labels
+    outliers = predictor.answer_images(sets.nondigits)
+    metrics["nondigits"] = {
+        "n": len(sets.nondigits),
+        "rejected": round(float((~outliers.is_digit).mean()), 4),
+    }
     return Evaluation(metrics=metrics, right=right)
 
 
@@ -191,14 +231,19 @@ def judge(
     holdout: Drawings,
     mnist_limit: int | None = None,
 ) -> Judgement:
-    """Both models answer the same images; the gate judges the paired answers."""
-    candidate = evaluate(weights=candidate_weights, holdout=holdout, mnist_limit=mnist_limit)
-    active = evaluate(weights=active_weights, holdout=holdout, mnist_limit=mnist_limit)
+    """Both models answer the same images; the gate judges the paired answers, and the
+    candidate's rejection rates (it must still turn away non-digits and accept digits)."""
+    sets = evaluation_sets(holdout=holdout, mnist_limit=mnist_limit)
+    candidate = evaluate(weights=candidate_weights, sets=sets)
+    active = evaluate(weights=active_weights, sets=sets)
     tables = {
         key: PairedTable.from_correct(active.right[key], candidate.right[key])
         for key in active.right
     }
-    return Judgement(candidate=candidate, active=active, gate=gate(tables=tables))
+    decision = gate(
+        tables=tables, checks=(*CHECKS, *DIGIT_CHECKS), extra={"candidate": candidate.metrics}
+    )
+    return Judgement(candidate=candidate, active=active, gate=decision)
 
 
 # --- Retraining ---------------------------------------------------------------------------------

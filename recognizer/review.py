@@ -43,12 +43,16 @@ def exclude(*, submissions: QuerySet[Submission], reviewer: User | None) -> int:
 
 def needs_review_q() -> Q:
     """Unreviewed, and either labelled by the user or answered with low confidence. A drawing
-    that a later stroke superseded (half a 4, say) is reviewed only if someone labelled it."""
+    that a later stroke superseded (half a 4, say) is reviewed only if someone labelled it, and so
+    is one the model judged not a digit (a scribble, a letter: low confidence by nature)."""
     return Q(reviewed_at__isnull=True) & (
         Q(correct_label__isnull=False)
-        | Q(
-            confidence__lt=settings.REVIEW_LOW_CONFIDENCE,
-            status=Submission.Status.DONE,
-            superseded=False,
+        | (
+            Q(
+                confidence__lt=settings.REVIEW_LOW_CONFIDENCE,
+                status=Submission.Status.DONE,
+                superseded=False,
+            )
+            & ~Q(is_digit=False)
         )
     )

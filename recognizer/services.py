@@ -129,7 +129,12 @@ def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) 
     if scored:
         inputs = np.stack([model_input_array(row) for row in scored])
         for row, probabilities in zip(scored, predictor.predict_images(inputs), strict=True):
-            answers.answer(row, probabilities=probabilities, model_version=predictor.version)
+            answers.answer(
+                row,
+                probabilities=probabilities,
+                model_version=predictor.version,
+                digit_threshold=predictor.digit_threshold,
+            )
     for row in missing:
         answers.fail(row, code="no_input", message="nothing to predict")
     if not rows:

@@ -60,6 +60,10 @@ class ServingPredictor:
                 model.sha256,
             )
 
+    @property
+    def digit_threshold(self) -> float:
+        return self.predictor.calibration.threshold
+
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         return self.predictor.predict_images(images)
 

@@ -104,6 +104,10 @@ class BatchResultSerializer(serializers.Serializer):
     prediction = serializers.IntegerField(allow_null=True)
     confidence = serializers.FloatField(allow_null=True)
     probabilities = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    is_digit = serializers.BooleanField(
+        allow_null=True, help_text="false: not a digit (prediction is the closest)"
+    )
+    digit_score = serializers.FloatField(allow_null=True, help_text="0..1, how digit-like")
     error_code = serializers.CharField(allow_blank=True)
     error = serializers.CharField(allow_blank=True)
 

@@ -116,6 +116,8 @@ class SubmissionSerializer(serializers.ModelSerializer):
             "prediction",
             "confidence",
             "probabilities",
+            "is_digit",
+            "digit_score",
             "model_version",
             "error_code",
             "error",

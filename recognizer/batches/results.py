@@ -16,6 +16,8 @@ RESULT_FIELDS = (
     "prediction",
     "confidence",
     "probabilities",
+    "is_digit",
+    "digit_score",
     "error_code",
     "error",
 )
@@ -29,6 +31,8 @@ def result_row(values: dict[str, Any]) -> dict[str, Any]:
         "prediction": values["prediction"],
         "confidence": values["confidence"],
         "probabilities": values["probabilities"],
+        "is_digit": values["is_digit"],
+        "digit_score": values["digit_score"],
         "error_code": values["error_code"],
         "error": values["error"],
     }
@@ -56,6 +60,8 @@ CSV_HEADER = [
     "prediction",
     "confidence",
     *[f"p{digit}" for digit in range(10)],
+    "is_digit",
+    "digit_score",
     "error_code",
     "error",
 ]
@@ -84,9 +90,9 @@ def csv_lines(*, job: BatchJob) -> Iterator[str]:
     writer = csv.writer(_Line())
     yield writer.writerow(CSV_HEADER)
     rows = job.items.order_by("batch_index").values_list(*RESULT_FIELDS)
-    for index, name, status, prediction, confidence, probabilities, code, error in rows.iterator(
-        chunk_size=2000
-    ):
+    for row in rows.iterator(chunk_size=2000):
+        index, name, status, prediction, confidence, probabilities, is_digit, score = row[:8]
+        code, error = row[8:]
         yield writer.writerow(
             [
                 index,
@@ -95,6 +101,8 @@ def csv_lines(*, job: BatchJob) -> Iterator[str]:
                 "" if prediction is None else prediction,
                 "" if confidence is None else confidence,
                 *(probabilities or [""] * 10),
+                "" if is_digit is None else str(is_digit).lower(),
+                "" if score is None else score,
                 spreadsheet_safe(code),
                 spreadsheet_safe(error),
             ]

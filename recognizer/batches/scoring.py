@@ -130,7 +130,12 @@ def score_chunk(
         inputs = batch.images[batch.ok]
         probabilities = predictor.predict_images(inputs)
         for item, image, row in zip(scored, inputs, probabilities, strict=True):
-            answers.answer(item, probabilities=row, model_version=predictor.version)
+            answers.answer(
+                item,
+                probabilities=row,
+                model_version=predictor.version,
+                digit_threshold=predictor.digit_threshold,
+            )
             item.model_input = image.tobytes()
 
     with transaction.atomic():

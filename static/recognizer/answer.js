@@ -14,6 +14,7 @@ export class AnswerPanel {
     this.prediction = find('[data-testid="prediction"]');
     this.digitText = find("[data-digit-text]");
     this.confidence = find('[data-testid="confidence"]');
+    this.closest = find('[data-testid="closest"]');
     this.status = find('[data-testid="status-message"]');
     this.retryButton = find('[data-testid="retry-button"]');
     this.modelInput = find('[data-testid="model-input"]');
@@ -52,12 +53,21 @@ export class AnswerPanel {
     const percent = formatPercent(submission.confidence);
     this.setState("done");
     this.prediction.dataset.digit = String(digit);
-    this.digitText.textContent = String(digit);
     this.confidence.textContent = percent;
     // The exact figure for scripts; the text rounds and may read "<1%" or ">99%".
     this.confidence.dataset.value = String(submission.confidence);
-    // The live region: what a screen reader user hears when the answer arrives.
-    this.setStatus(`Predicted ${digit}, ${percent} confident.`);
+    if (submission.is_digit === false) {
+      // Said plainly, with an invitation to try again; the closest digit stays visible, quietly.
+      this.prediction.dataset.isDigit = "false";
+      this.digitText.textContent = "?";
+      this.closest.textContent = `closest: ${digit}`;
+      this.closest.hidden = false;
+      this.setStatus("That does not look like a digit. Clear it and try drawing one digit, 0 to 9.");
+    } else {
+      this.digitText.textContent = String(digit);
+      // The live region: what a screen reader user hears when the answer arrives.
+      this.setStatus(`Predicted ${digit}, ${percent} confident.`);
+    }
     this.setBars(submission.probabilities ?? [], digit);
     if (submission.input_url) {
       this.modelInput.src = sameOriginPath(submission.input_url);
@@ -109,6 +119,9 @@ export class AnswerPanel {
   setState(state) {
     this.prediction.dataset.state = state;
     delete this.prediction.dataset.digit;
+    delete this.prediction.dataset.isDigit;
+    this.closest.hidden = true;
+    this.closest.textContent = "";
     delete this.prediction.dataset.reason;
     this.digitText.textContent = state === "pending" ? "" : "?";
     this.confidence.textContent = "";

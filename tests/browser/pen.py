@@ -58,6 +58,41 @@ DIGITS: dict[int, list[Stroke]] = {
     9: [arc(0.5, 0.3, 0.24, 0.22, 10, 370) + [(0.74, 0.55), (0.68, 0.95)]],
 }
 
+# Drawings that are not digits: what the page should answer with "that does not look like a digit".
+NOT_DIGITS: dict[str, list[Stroke]] = {
+    "star": [
+        [
+            (
+                0.5 + 0.45 * math.cos(math.radians(-90 + 144 * k)),
+                0.52 + 0.45 * math.sin(math.radians(-90 + 144 * k)),
+            )
+            for k in range(6)
+        ]
+    ],
+    "heart": [
+        [
+            (
+                0.5 + 0.45 * math.sin(math.radians(t)) ** 3,
+                0.45
+                - 0.03
+                * (
+                    13 * math.cos(math.radians(t))
+                    - 5 * math.cos(math.radians(2 * t))
+                    - 2 * math.cos(math.radians(3 * t))
+                    - math.cos(math.radians(4 * t))
+                ),
+            )
+            for t in range(0, 361, 8)
+        ]
+    ],
+    "smiley": [
+        arc(0.5, 0.5, 0.45, 0.45, 0, 360),
+        [(0.35, 0.33), (0.35, 0.4)],
+        [(0.65, 0.33), (0.65, 0.4)],
+        arc(0.5, 0.55, 0.25, 0.2, 20, 160),
+    ],
+}
+
 
 @dataclass(frozen=True)
 class Placement:
@@ -85,8 +120,9 @@ def densify(stroke: Stroke, step: float) -> Stroke:
     return points
 
 
-def on_page(page: Page, digit: int, placement: Placement) -> list[Stroke]:
-    """The digit's strokes in page (viewport) CSS pixels over the canvas as it is laid out now."""
+def on_page(page: Page, digit: int | str, placement: Placement) -> list[Stroke]:
+    """The digit's (or a NOT_DIGITS drawing's) strokes in page (viewport) CSS pixels over the
+    canvas as it is laid out now."""
     box = page.locator(CANVAS).bounding_box()
     assert box, "the canvas is not on screen"
     side = min(box["width"], box["height"])
@@ -98,10 +134,11 @@ def on_page(page: Page, digit: int, placement: Placement) -> list[Stroke]:
             box["y"] + (placement.top + y * placement.size) * side,
         )
 
-    return [densify([to_page(p) for p in stroke], STEP_PX) for stroke in DIGITS[digit]]
+    strokes = DIGITS[digit] if isinstance(digit, int) else NOT_DIGITS[digit]
+    return [densify([to_page(p) for p in stroke], STEP_PX) for stroke in strokes]
 
 
-def draw_with_mouse(page: Page, digit: int, placement: Placement = CENTRED) -> None:
+def draw_with_mouse(page: Page, digit: int | str, placement: Placement = CENTRED) -> None:
     """Press, drag along each stroke and release: one pointerdown/move.../up per stroke."""
     for stroke in on_page(page, digit, placement):
         page.mouse.move(*stroke[0])

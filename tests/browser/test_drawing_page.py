@@ -99,6 +99,31 @@ def test_a_mouse_drawn_digit_is_recognised(open_page, live_worker, digit, placem
     assert len(row.strokes) == len(pen.DIGITS[digit])  # the pen strokes travel with the image
 
 
+@pytest.mark.parametrize("drawing", sorted(pen.NOT_DIGITS))
+def test_a_drawing_that_is_not_a_digit_is_answered_plainly(open_page, live_worker, drawing):
+    page = open_page()
+    pen.draw_with_mouse(page, drawing)
+
+    shown = answer(page)
+    prediction = page.get_by_test_id("prediction")
+    assert shown["state"] == "done", shown
+    expect(prediction).to_have_attribute("data-is-digit", "false")
+    # Said plainly and visibly, with an invitation to try again; the closest digit stays, quietly.
+    expect(page.get_by_test_id("status-message")).to_be_visible()
+    assert "does not look like a digit" in shown["message"] and "try" in shown["message"]
+    expect(page.get_by_test_id("closest")).to_have_text(f"closest: {shown['digit']}")
+    expect(page.get_by_test_id("confidence")).to_be_hidden()
+    row = shown_submission(page)
+    assert (row.status, row.is_digit, row.prediction) == ("done", False, int(shown["digit"]))
+
+    # A digit drawn next clears the verdict.
+    page.keyboard.press("Escape")
+    pen.draw_with_mouse(page, 7)
+    assert_recognised(page, 7)
+    expect(prediction).not_to_have_attribute("data-is-digit", "false")
+    expect(page.get_by_test_id("closest")).to_be_hidden()
+
+
 def test_a_finger_drawn_digit_on_a_phone_is_recognised(open_page, live_worker):
     page = open_page(viewport=PHONE, touch=True)
     page.locator(pen.CANVAS).evaluate(

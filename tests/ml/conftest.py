@@ -31,7 +31,9 @@ def smoke_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Weights from one epoch on 1,500 images: loadable, not accurate (for plumbing, not scores)."""
     out = tmp_path_factory.mktemp("smoke") / "smoke.pth"
     threads = torch.get_num_threads()
-    config = TrainConfig(epochs=1, limit=1500, threads=1, evaluate_test=False, out=out)
+    config = TrainConfig(
+        epochs=1, limit=1500, val_size=500, canvas_pool=300, threads=1, evaluate_test=False, out=out
+    )
     try:
         train(config, show_bar=False)
     finally:

@@ -17,13 +17,17 @@ def test_smoke_training_writes_loadable_weights_and_a_model_card(tmp_path, capsy
     extra = tmp_path / "drawings.npz"
     # Stand-ins for collected drawings; the format, not the content, is what is under test.
     drawings = np.random.default_rng(0).integers(0, 256, (40, 28, 28), dtype=np.uint8)
-    np.savez(extra, images=drawings, labels=np.arange(40) % 10)
+    # The first five carry their pen strokes, so each is also re-drawn --stroke-copies times.
+    seven = json.dumps([[[0.2, 0.2, 0], [0.8, 0.2, 10], [0.4, 0.9, 20]]])
+    strokes = np.array([seven] * 5 + [""] * 35)
+    np.savez(extra, images=drawings, labels=np.arange(40) % 10, strokes=strokes)
     out = tmp_path / "model.pth"
     threads = torch.get_num_threads()
     try:
         train.main(
             ["--epochs", "1", "--limit", "1500", "--threads", "1", "--no-test"]
             + ["--extra", str(extra), "--extra-weight", "2", "--out", str(out)]
+            + ["--val-size", "500", "--canvas-pool", "300", "--stroke-copies", "2"]
         )
     finally:
         torch.set_num_threads(threads)
@@ -36,7 +40,14 @@ def test_smoke_training_writes_loadable_weights_and_a_model_card(tmp_path, capsy
     assert card["epochs"] == 1
     assert card["training_seconds"] > 0
     assert card["train_images"] == 1500
-    assert card["extra_drawings"] == 40
+    assert card["extra_drawings"] == 40 + 5 * 2
+    # 300 re-drawn, less those whose loops changed (ml/strokes.py: redraw_batch).
+    assert 250 <= card["canvas_digits"] <= 300 and card["outlier_pool"] == 1500
+    # Calibrated on the validation split and saved with the weights for serving.
+    calibration = Predictor(out).calibration
+    assert calibration.as_dict() == card["calibration"]
+    assert 0.2 < calibration.temperature < 5 and 0 < calibration.threshold < 1
+    assert set(card["validation"]) == {"mnist", "canvas", "nondigits"}
     assert [entry["epoch"] for entry in card["history"]] == [1]
     assert 0 <= card["history"][0]["val_accuracy"] <= 1
     assert sorted(card["data_sha256"]) == sorted(name for pair in FILES.values() for name in pair)
@@ -46,6 +57,6 @@ def test_smoke_training_writes_loadable_weights_and_a_model_card(tmp_path, capsy
     predictor = Predictor(out, device="cpu")
     assert predictor.sha256 == card["sha256"]
     assert parameter_count(predictor.model) == 421_642
-    assert json.loads(predictor.meta["card"])["extra_drawings"] == 40
+    assert json.loads(predictor.meta["card"])["extra_drawings"] == 50
     probabilities = predictor.predict_images(mnist_test.images[:8])
     assert probabilities.shape == (8, 10)

@@ -104,6 +104,20 @@ def test_review_filters(admin_client):
     assert listed(admin_client, labelled_digit="3") == {confirmed.pk}
 
 
+def test_rejected_drawings_have_a_filter_and_stay_out_of_the_queue_until_labelled(admin_client):
+    digit = answered(6, confidence=0.42, is_digit=True, digit_score=0.36)
+    heart = answered(4, confidence=0.2, is_digit=False, digit_score=0.11)
+    labelled_heart = answered(7, confidence=0.25, is_digit=False, digit_score=0.15, correct_label=7)
+
+    assert listed(admin_client, is_digit="no") == {heart.pk, labelled_heart.pk}
+    assert listed(admin_client, is_digit="yes") == {digit.pk}
+    # Low confidence is what a rejected drawing has by nature: it waits for review only when a
+    # user says which digit it was.
+    assert listed(admin_client, review="todo") == {digit.pk, labelled_heart.pk}
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "not a digit (0.11)" in page and "Rejected: not a digit" in page
+
+
 def test_the_list_shows_the_drawing_beside_the_28x28_input(admin_client):
     answered(2, correct_label=2)
     page = admin_client.get(reverse(CHANGELIST)).content.decode()

@@ -14,7 +14,7 @@ from ml.data import load_extra
 from ml.paired_stats import PairedTable
 from recognizer import model_registry, retraining
 from recognizer.models import ModelVersion
-from recognizer.retrain_gate import CHECKS, CheckResult, comparison_table, gate
+from recognizer.retrain_gate import CHECKS, DIGIT_CHECKS, CheckResult, comparison_table, gate
 from recognizer.retraining import in_holdout
 from tests.recognizer.drawings import store_reviewed, thick_pen_drawings
 
@@ -179,6 +179,41 @@ def test_gate_metrics_keep_the_reasoning_as_json():
     assert -0.3 < mnist["lower_bound_points"] < -0.13
 
 
+def candidate_rates(nondigits: float = 0.95, mnist: float = 0.002, drawn: float = 0.01) -> dict:
+    return {
+        "candidate": {
+            "nondigits": {"n": 1000, "rejected": nondigits},
+            "mnist": {"rejected": mnist},
+            "drawn": {"rejected": drawn},
+        }
+    }
+
+
+def digit_gate(drawn_pairs: tuple[int, int] = (3, 3), **rates: float):
+    drawn = tables(drawn_pairs, (0, 0))["mnist"]  # 10,000 drawn digits, 99.6% right before
+    paired = {**tables(mnist=(3, 3), holdout=(0, 12)), "drawn": drawn}
+    return gate(tables=paired, checks=(*CHECKS, *DIGIT_CHECKS), extra=candidate_rates(**rates))
+
+
+def test_gate_keeps_not_a_digit_working():
+    passing = digit_gate()
+    assert passing.promote, passing.reasons
+    assert [c.name for c in passing.checks][3:] == [
+        "drawn non-inferiority",
+        "non-digits rejected",
+        "digits accepted",
+    ]
+    # A candidate that forgot to reject non-digits, or that turns digits away, is not promoted.
+    forgot = digit_gate(nondigits=0.6)
+    assert not forgot.promote
+    assert "60.0% of test non-digits rejected (< 90%)" in forgot.reasons[4]
+    assert not digit_gate(mnist=0.02).promote
+    assert not digit_gate(drawn=0.05).promote
+    # Nor one that got worse on the drawn evaluation.
+    worse = digit_gate(drawn_pairs=(60, 5))
+    assert not worse.promote and not worse.checks[3].passed
+
+
 def test_drawings_are_weighted_to_their_share_of_an_epoch(settings):
     settings.RETRAIN_DRAWN_SHARE = 0.1
     settings.RETRAIN_MAX_EXTRA_WEIGHT = 30
@@ -230,7 +265,7 @@ def test_a_dry_run_records_the_candidate_and_never_promotes(reviewed, settings, 
     settings.RETRAIN_MIN_HOLDOUT = 1
     # From untrained weights nothing is meaningful: a gate with no checks passes any candidate,
     # to see that a dry run still does not promote it.
-    monkeypatch.setattr(retraining, "gate", lambda *, tables: gate(tables=tables, checks=()))
+    monkeypatch.setattr(retraining, "gate", lambda *, tables, **_: gate(tables=tables, checks=()))
     said = []
     result = retraining.retrain(
         options=retraining.RetrainOptions(

@@ -27,6 +27,19 @@ def test_predict_one_writes_the_answer_back():
     assert len(submission.probabilities) == 10
     assert submission.model_version == "fake-v1"
     assert submission.started_at is not None and submission.finished_at is not None
+    assert submission.is_digit is True
+    assert submission.digit_score == pytest.approx((0.91 - 0.1) / 0.9, abs=1e-4)
+
+
+def test_a_drawing_that_is_not_a_digit_is_still_answered_and_says_so():
+    submission = SubmissionFactory(queued_at=timezone.now())
+    services.predict_one(submission_id=submission.pk, predictor=FakePredictor(4, flat=True))
+    submission.refresh_from_db()
+    # Done, with its closest digit and probabilities, and marked as not looking like a digit.
+    assert (submission.status, submission.prediction) == ("done", 4)
+    assert len(submission.probabilities) == 10
+    assert submission.is_digit is False
+    assert submission.digit_score == pytest.approx((0.145 - 0.1) / 0.9, abs=1e-4)
 
 
 def test_predict_one_on_an_answered_submission_does_not_run_the_network():
@@ -45,7 +58,12 @@ def test_predict_one_on_a_deleted_submission_is_a_no_op():
 def test_a_late_duplicate_cannot_overwrite_an_answer():
     submission = SubmissionFactory(status="processing")
     Submission.objects.filter(pk=submission.pk).update(status="done", prediction=1)
-    answers.answer(submission, probabilities=np.eye(10, dtype=np.float32)[7], model_version="late")
+    answers.answer(
+        submission,
+        probabilities=np.eye(10, dtype=np.float32)[7],
+        model_version="late",
+        digit_threshold=0.5,
+    )
     assert answers.save_in_flight([submission], answers.ANSWER_FIELDS) == 0
     submission.refresh_from_db()
     assert (submission.prediction, submission.model_version) == (1, "")

@@ -316,11 +316,15 @@ def test_results_json_pages(client, chunks):
         "prediction",
         "confidence",
         "probabilities",
+        "is_digit",
+        "digit_score",
         "error_code",
         "error",
     }
     seven, corrupt = first["results"][:2]
     assert (seven["name"], seven["status"], seven["prediction"]) == ("seven", "done", 7)
+    assert seven["is_digit"] is True and seven["digit_score"] == pytest.approx(0.9, abs=1e-3)
+    assert (corrupt["is_digit"], corrupt["digit_score"]) == (None, None)
     assert len(seven["probabilities"]) == 10
     assert (corrupt["status"], corrupt["prediction"], corrupt["error_code"]) == (
         "failed",
@@ -364,6 +368,22 @@ def test_results_csv_is_streamed(client, chunks, how):
         "empty_drawing",
     )
     assert list(rows[0]) == results.CSV_HEADER
+    assert (rows[0]["is_digit"], float(rows[0]["digit_score"])) == ("true", pytest.approx(0.9))
+    assert (rows[2]["is_digit"], rows[2]["digit_score"]) == ("", "")
+
+
+def test_results_say_which_items_are_not_digits(client, chunks):
+    job_id = mixed_job(client.user)
+    score_all(job_id, FakePredictor(4, flat=True))
+    rows = client.get(f"{URL}{job_id}/results/").json()["results"]
+    # Still done, with the closest digit and its probabilities; marked as not a digit.
+    seven = rows[0]
+    assert (seven["status"], seven["prediction"], seven["is_digit"]) == ("done", 4, False)
+    assert len(seven["probabilities"]) == 10 and seven["digit_score"] < 0.1
+    response = client.get(f"{URL}{job_id}/results/?format=csv")
+    lines = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    first_line = (lines[0]["status"], lines[0]["prediction"], lines[0]["is_digit"])
+    assert first_line == ("done", "4", "false")
 
 
 def test_progress_while_running(client, chunks, settings):

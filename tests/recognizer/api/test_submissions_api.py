@@ -13,10 +13,17 @@ from django.test import override_settings
 from PIL import Image
 from rest_framework.test import APIClient
 
-from recognizer import queue
+from recognizer import queue, services
 from recognizer.models import Submission
 from recognizer.ownership import label_token
-from tests.factories import SubmissionFactory, blank_png, data_url, digit_png, record_sent_tasks
+from tests.factories import (
+    FakePredictor,
+    SubmissionFactory,
+    blank_png,
+    data_url,
+    digit_png,
+    record_sent_tasks,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -161,16 +168,31 @@ def test_request_body_over_the_cap_is_413(client, enqueued):
 
 def test_detail_shows_the_answer_and_input_png():
     submission = SubmissionFactory(
-        status="done", prediction=3, confidence=0.97, probabilities=[0.003] * 10, model_version="v1"
+        status="done",
+        prediction=3,
+        confidence=0.97,
+        probabilities=[0.003] * 10,
+        is_digit=True,
+        digit_score=0.966,
+        model_version="v1",
     )
     response = APIClient().get(f"/api/v1/submissions/{submission.pk}/")
     body = response.json()
     assert body["status"] == "done"
     assert body["prediction"] == 3
+    assert (body["is_digit"], body["digit_score"]) == (True, 0.966)
     assert body["model_version"] == "v1"
     png = APIClient().get(body["input_url"].replace("http://testserver", ""))
     assert png["Content-Type"] == "image/png"
     assert Image.open(io.BytesIO(png.content)).size == (28, 28)
+
+
+def test_a_drawing_that_is_not_a_digit_is_done_and_says_so():
+    submission = SubmissionFactory(status="queued")
+    services.predict_one(submission_id=submission.pk, predictor=FakePredictor(5, flat=True))
+    body = APIClient().get(f"/api/v1/submissions/{submission.pk}/").json()
+    assert (body["status"], body["prediction"], body["is_digit"]) == ("done", 5, False)
+    assert len(body["probabilities"]) == 10 and body["digit_score"] < 0.1
 
 
 def test_unknown_submission_is_404_json():

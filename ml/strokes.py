@@ -1,0 +1,378 @@
+"""Stroke-level rendering: digits re-drawn as pen strokes, the way people draw on a canvas.
+
+A bitmap digit is thinned to a one-pixel skeleton (Zhang and Suen, 1984), the skeleton is traced
+into polylines, and the polylines are drawn again with a round pen of random width and pressure,
+a little hand jitter, random placement, rotation and shear. The page's own `strokes` field
+([[[x, y, t], ...], ...] in 0..1 of the canvas) goes through the same pen, so collected drawings
+can be multiplied for retraining.
+
+Everything returns an ink map (float32, 1 = full ink) or a 28x28 image made from it by
+`ml.preprocess.preprocess_ink`, the function serving runs after decoding: training sees the
+preprocessing that serving applies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ml.preprocess import PreprocessError, preprocess_ink
+
+Polyline = np.ndarray  # K x 2 float (x, y)
+
+# Ink above this share of full scale belongs to the digit when thinning an MNIST bitmap.
+SKELETON_THRESHOLD = 0.35
+
+
+@dataclass(frozen=True)
+class Pen:
+    """How a drawing is placed and drawn on a square canvas (sizes are shares of the canvas)."""
+
+    canvas_px: int = 112
+    height: tuple[float, float] = (0.55, 0.85)  # the drawing's height, drawn uniformly
+    width: tuple[float, float] = (0.06, 0.16)  # pen width as a share of the drawing's height
+    pressure: float = 0.25  # +-share of the width varying smoothly along a stroke
+    rotation_deg: float = 8.0
+    shear: float = 0.15
+    aspect: float = 0.1  # +-share of width against height
+    jitter: float = 0.012  # smooth hand wobble, as a share of the drawing's height
+    centre: tuple[float, float] = (0.5, 0.5)  # where the drawing's box centre goes
+    centre_spread: float = 0.08  # +- random offset of that centre
+
+
+TRAIN_PEN = Pen()
+
+
+# --- Skeletons ---------------------------------------------------------------------------------
+
+
+def skeletonize(images: np.ndarray, threshold: float = SKELETON_THRESHOLD) -> np.ndarray:
+    """Zhang-Suen thinning of N x H x W (or H x W) grey images, vectorised over the batch."""
+    single = images.ndim == 2
+    batch = images[None] if single else images
+    scale = 255.0 if batch.dtype == np.uint8 else 1.0
+    img = np.pad(batch.astype(np.float32) / scale > threshold, ((0, 0), (1, 1), (1, 1)))
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = _neighbours(img)  # P2..P9 clockwise from north
+            count = sum(p.astype(np.uint8) for p in p)
+            ring = p + [p[0]]
+            pairs = zip(ring, ring[1:], strict=False)
+            transitions = sum((~a & b).astype(np.uint8) for a, b in pairs)
+            p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+            if step == 0:
+                side = ~(p2 & p4 & p6) & ~(p4 & p6 & p8)
+            else:
+                side = ~(p2 & p4 & p8) & ~(p2 & p6 & p8)
+            core = img[:, 1:-1, 1:-1]
+            remove = core & (count >= 2) & (count <= 6) & (transitions == 1) & side
+            if remove.any():
+                core &= ~remove
+                changed = True
+        if not changed:
+            break
+    out = img[:, 1:-1, 1:-1]
+    return out[0] if single else out
+
+
+def _neighbours(img: np.ndarray) -> list[np.ndarray]:
+    h, w = img.shape[1] - 2, img.shape[2] - 2
+    offsets = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]
+    return [img[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets]
+
+
+def trace(skeleton: np.ndarray, min_points: int = 3) -> list[Polyline]:
+    """Polylines (x, y in pixels) along a one-pixel skeleton, split at ends and junctions.
+
+    A diagonal step is dropped where an orthogonal path joins the same two pixels, so staircases
+    do not count as junctions. Spurs shorter than `min_points` are dropped when anything else is
+    left (thinning leaves them at corners).
+    """
+    pixels = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton), strict=True)}
+    graph: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for y, x in pixels:
+        links = []
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                q = (y + dy, x + dx)
+                if (dy or dx) and q in pixels:
+                    if dy and dx and ((y + dy, x) in pixels or (y, x + dx) in pixels):
+                        continue
+                    links.append(q)
+        graph[(y, x)] = links
+
+    seen: set[frozenset] = set()
+    paths: list[list[tuple[int, int]]] = []
+
+    def walk(start: tuple[int, int], nxt: tuple[int, int]) -> list[tuple[int, int]]:
+        path = [start, nxt]
+        seen.add(frozenset((start, nxt)))
+        prev, cur = start, nxt
+        while len(graph[cur]) == 2:
+            step = [q for q in graph[cur] if q != prev and frozenset((cur, q)) not in seen]
+            if not step:
+                break
+            prev, cur = cur, step[0]
+            seen.add(frozenset((prev, cur)))
+            path.append(cur)
+        return path
+
+    nodes = sorted(p for p, links in graph.items() if len(links) != 2)
+    for node in nodes:
+        for q in graph[node]:
+            if frozenset((node, q)) not in seen:
+                paths.append(walk(node, q))
+    for p in sorted(graph):  # closed loops (a 0, the hole of a 6) have no ends
+        for q in graph[p]:
+            if frozenset((p, q)) not in seen:
+                paths.append(walk(p, q))
+    for p, links in graph.items():
+        if not links:
+            paths.append([p])
+
+    long = [path for path in paths if len(path) >= min_points]
+    kept = long or paths
+    return [np.array([(x, y) for y, x in path], dtype=np.float32) for path in kept]
+
+
+def digit_strokes(image: np.ndarray) -> list[Polyline]:
+    """The strokes of one 28x28 grey digit: traced, smoothed polylines in pixel coordinates."""
+    return strokes_of_skeleton(skeletonize(image))
+
+
+def strokes_of_skeleton(skeleton: np.ndarray) -> list[Polyline]:
+    return [smooth(line) for line in trace(skeleton)]
+
+
+def smooth(line: Polyline, passes: int = 2) -> Polyline:
+    """A [1, 2, 1] moving average that keeps the ends: pixel staircases become pen curves."""
+    line = line.astype(np.float32)
+    closed = len(line) > 3 and np.abs(line[0] - line[-1]).max() <= 1.5
+    for _ in range(passes):
+        if len(line) < 3:
+            break
+        inner = (line[:-2] + 2 * line[1:-1] + line[2:]) / 4
+        line = np.concatenate([line[:1], inner, line[-1:]])
+    if closed:
+        line[-1] = line[0]
+    return line
+
+
+# --- The pen -----------------------------------------------------------------------------------
+
+
+def strokes_from_json(strokes: object) -> list[Polyline]:
+    """The page's strokes ([[[x, y, t], ...], ...] or [{"points": [{x, y, t}]}]) as polylines in
+    canvas units (0..1, y down). Malformed points are skipped, never raised on."""
+    lines: list[Polyline] = []
+    if not isinstance(strokes, list):
+        return lines
+    for stroke in strokes:
+        points = stroke.get("points") if isinstance(stroke, dict) else stroke
+        if not isinstance(points, list):
+            continue
+        xy = []
+        for point in points:
+            if isinstance(point, dict):
+                point = [point.get("x"), point.get("y")]
+            if isinstance(point, list | tuple) and len(point) >= 2:
+                x, y = point[0], point[1]
+                if isinstance(x, int | float) and isinstance(y, int | float):
+                    if math.isfinite(x) and math.isfinite(y):
+                        xy.append((float(x), float(y)))
+        if xy:
+            lines.append(np.array(xy, dtype=np.float32))
+    return lines
+
+
+def draw_strokes(lines: Sequence[Polyline], pen: Pen, rng: np.random.Generator) -> np.ndarray:
+    """Draw polylines (any units, y down) on a square canvas: an ink map in [0, 1].
+
+    The drawing is scaled to a random height, rotated, sheared, placed, wobbled and drawn with a
+    round pen whose width varies along each stroke.
+    """
+    lines = [line for line in lines if len(line)]
+    size = pen.canvas_px
+    canvas = Image.new("L", (size, size), 0)
+    if not lines:
+        return np.zeros((size, size), dtype=np.float32)
+    points = np.concatenate(lines)
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    centre = (lo + hi) / 2
+    extent = max(float(hi[1] - lo[1]), float(hi[0] - lo[0]) * 0.75, 1e-6)
+
+    height = rng.uniform(*pen.height) * size
+    angle = math.radians(rng.uniform(-pen.rotation_deg, pen.rotation_deg))
+    shear = rng.uniform(-pen.shear, pen.shear)
+    aspect = 1 + rng.uniform(-pen.aspect, pen.aspect)
+    cos, sin = math.cos(angle), math.sin(angle)
+    matrix = (height / extent) * np.array(
+        [[cos * aspect, -sin + shear], [sin * aspect, cos]], dtype=np.float32
+    )
+    target = np.array(pen.centre, dtype=np.float32) + rng.uniform(
+        -pen.centre_spread, pen.centre_spread, 2
+    )
+    width = rng.uniform(*pen.width) * height
+    draw = ImageDraw.Draw(canvas)
+    placed = []
+    for line in lines:
+        xy = (line - centre) @ matrix.T
+        xy = _resample(xy, step=max(1.5, width / 3))
+        xy = xy + _wobble(len(xy), pen.jitter * height, rng)
+        placed.append(xy)
+    # Keep the whole drawing on the canvas: shift it back in if placement pushed it off.
+    allxy = np.concatenate(placed)
+    margin = width * (1 + pen.pressure) / 2 + 1
+    shift = target * size
+    shift = shift + np.clip(margin - (allxy.min(axis=0) + shift), 0, None)
+    shift = shift - np.clip(allxy.max(axis=0) + shift - (size - margin), 0, None)
+    for xy in placed:
+        xy = xy + shift
+        widths = width * (1 + pen.pressure * _smooth_noise(len(xy), rng))
+        _stroke(draw, xy, widths)
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+def _resample(xy: np.ndarray, step: float) -> np.ndarray:
+    """Points every `step` pixels along the polyline (a lone point stays one point)."""
+    if len(xy) < 2:
+        return xy
+    seg = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+    dist = np.concatenate([[0.0], np.cumsum(seg)])
+    if dist[-1] <= 0:
+        return xy[:1]
+    at = np.linspace(0, dist[-1], max(2, int(math.ceil(dist[-1] / step)) + 1))
+    return np.stack([np.interp(at, dist, xy[:, 0]), np.interp(at, dist, xy[:, 1])], axis=1)
+
+
+def _smooth_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise in about [-1, 1] that changes slowly along n points."""
+    knots = rng.uniform(-1, 1, max(2, n // 8 + 2))
+    return np.interp(np.linspace(0, len(knots) - 1, n), np.arange(len(knots)), knots)
+
+
+def _wobble(n: int, amount: float, rng: np.random.Generator) -> np.ndarray:
+    return np.stack([_smooth_noise(n, rng), _smooth_noise(n, rng)], axis=1) * amount
+
+
+def _stroke(draw: ImageDraw.ImageDraw, xy: np.ndarray, widths: np.ndarray) -> None:
+    """A round pen: a disc at every point and a segment between neighbours."""
+    for i, (x, y) in enumerate(xy):
+        r = widths[i] / 2
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
+        if i:
+            px, py = xy[i - 1]
+            w = max(1, round((widths[i] + widths[i - 1]) / 2))
+            draw.line((px, py, x, y), fill=255, width=w)
+
+
+# --- Digits in, model inputs out ---------------------------------------------------------------
+
+
+def redraw(image: np.ndarray, pen: Pen, rng: np.random.Generator) -> np.ndarray:
+    """One 28x28 digit re-drawn with a pen on a canvas: the ink map (canvas_px a side)."""
+    return draw_strokes(digit_strokes(image), pen, rng)
+
+
+def to_28(ink: np.ndarray) -> np.ndarray | None:
+    """An ink map through the served preprocessing, as the 28x28 uint8 the model sees (None if the
+    preprocessing refuses it, as it would refuse the drawing)."""
+    try:
+        return preprocess_ink(ink).image
+    except PreprocessError:
+        return None
+
+
+def hole_count(images: np.ndarray, threshold: float = SKELETON_THRESHOLD) -> np.ndarray:
+    """Enclosed background regions (of 2+ pixels) per N x H x W grey image: 0 for a 1, 1 for a 0,
+    2 for an 8. Topology survives rotation, shear and scaling, so a re-drawing that gained or lost
+    a loop is no longer the digit it came from."""
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    background = np.pad(images.astype(np.float32) / scale <= threshold, ((0, 0), (1, 1), (1, 1)))
+    background[:, [0, -1], :] = True
+    background[:, :, [0, -1]] = True
+    reach = np.zeros_like(background)
+    reach[:, [0, -1], :] = True
+    reach[:, :, [0, -1]] = True
+    while True:  # flood the background in from the border, 4-connected
+        grown = reach | _spread(reach, np.logical_or)
+        grown &= background
+        if (grown == reach).all():
+            break
+        reach = grown
+    enclosed = background & ~reach
+    # A single enclosed pixel is a gap between antialiased edges, not a loop.
+    enclosed &= _spread(enclosed, np.logical_or)
+    ids = np.arange(1, enclosed[0].size + 1, dtype=np.int32).reshape(enclosed.shape[1:])
+    labels = np.where(enclosed, ids, 0)
+    while True:  # every region takes its largest pixel id
+        grown = np.where(enclosed, np.maximum(labels, _spread(labels, np.maximum)), 0)
+        if (grown == labels).all():
+            break
+        labels = grown
+    return ((labels == ids) & enclosed).sum(axis=(1, 2))
+
+
+def _spread(a: np.ndarray, combine: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Combine each pixel's four neighbours (edges padded with the pixel itself)."""
+    out = a.copy()
+    out[:, 1:] = combine(out[:, 1:], a[:, :-1])
+    out[:, :-1] = combine(out[:, :-1], a[:, 1:])
+    out[:, :, 1:] = combine(out[:, :, 1:], a[:, :, :-1])
+    out[:, :, :-1] = combine(out[:, :, :-1], a[:, :, 1:])
+    return out
+
+
+def redraw_batch(
+    images: np.ndarray, labels: np.ndarray, seed: int, pen: Pen = TRAIN_PEN
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every digit re-drawn once (seeded) and preprocessed: uint8 M x 28 x 28 and their labels.
+
+    Left out: a digit whose skeleton is empty, whose drawing the preprocessing refuses, or whose
+    re-drawing has a different number of loops (thinning closes a filled-in loop, so a 9 with an
+    inked-over loop comes back a 7; a thick pen can fill a small loop).
+    """
+    rng = np.random.default_rng(seed)
+    skeletons = skeletonize(images)
+    out, kept = [], []
+    for i, skeleton in enumerate(skeletons):
+        image = to_28(draw_strokes(strokes_of_skeleton(skeleton), pen, rng))
+        if image is not None:
+            out.append(image)
+            kept.append(i)
+    if not out:
+        return np.zeros((0, 28, 28), dtype=np.uint8), labels[:0]
+    drawn, kept_idx = np.stack(out), np.array(kept, dtype=np.int64)
+    same = hole_count(drawn) == hole_count(images[kept_idx])
+    return drawn[same], labels[kept_idx[same]]
+
+
+def render_json_strokes(strokes: object, pen: Pen, rng: np.random.Generator) -> np.ndarray | None:
+    """A collected drawing's strokes re-drawn with a random pen: the 28x28 model input, or None."""
+    return to_28(draw_strokes(strokes_from_json(strokes), pen, rng))
+
+
+def multiply_drawings(
+    drawings: Sequence[object], labels: np.ndarray, copies: int, seed: int, pen: Pen = TRAIN_PEN
+) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` fresh renderings of each collected drawing's strokes (JSON as the page sends them):
+    uint8 M x 28 x 28 and labels. Drawings without usable strokes are skipped."""
+    rng = np.random.default_rng(seed)
+    images, kept = [], []
+    for drawing, label in zip(drawings, labels, strict=True):
+        lines = strokes_from_json(drawing)
+        if not lines:
+            continue
+        for _ in range(copies):
+            image = to_28(draw_strokes(lines, pen, rng))
+            if image is not None:
+                images.append(image)
+                kept.append(label)
+    if not images:
+        return np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    return np.stack(images), np.array(kept, dtype=np.int64)
