@@ -133,12 +133,19 @@ def shared_cache(redis_url: str) -> Iterator[dict[str, str]]:
     It lives in the test broker's own database under a key prefix of its own (on a shared Redis
     every other database number may be another session's): clear() deletes only those keys, never
     the queues. Yields the environment that gives a child process (gunicorn) the same cache."""
-    prefix = f"test-cache-{os.getpid()}"
-    config = cache_settings(redis_url=redis_url, cache_url=redis_url, cache_db=0, key_prefix=prefix)
+    env = shared_cache_env(redis_url)
+    config = cache_settings(
+        redis_url=redis_url, cache_url=redis_url, cache_db=0, key_prefix=env["CACHE_KEY_PREFIX"]
+    )
     with override_settings(CACHES={"default": config}):
         cache.clear()
-        yield {"CACHE_URL": redis_url, "CACHE_KEY_PREFIX": prefix}
+        yield env
         cache.clear()
+
+
+def shared_cache_env(redis_url: str) -> dict[str, str]:
+    """The environment that puts a child process's cache where `shared_cache` puts this one's."""
+    return {"CACHE_URL": redis_url, "CACHE_KEY_PREFIX": f"test-cache-{os.getpid()}"}
 
 
 def use_broker(url: str) -> None:
@@ -178,6 +185,8 @@ class WorkerProcess:
             "DJANGO_SETTINGS_MODULE": "digitsite.settings",
             "DATABASE_URL": test_database_url(),
             "REDIS_URL": self.broker,
+            # Never the settings' default cache (a database on REDIS_URL's server beside it).
+            **shared_cache_env(self.broker),
             **self.extra_env,
         }
         command = [

@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
-from recognizer import model_registry, retraining
+from recognizer import drawings, model_registry, retraining
 from recognizer.models import ModelVersion, Submission
 from tests.conftest import require
 from tests.factories import data_url
@@ -113,7 +113,7 @@ def test_a_candidate_taught_wrong_labels_is_rejected_and_nothing_changes(
     reviewed = store_reviewed(pngs, inputs, labels, id_seed=7)
     # A careless reviewer bulk-applied "Label as 1" to every drawing that is trained on. The
     # holdout keeps the true labels, as it would when the mistakes are in what is trained on.
-    wrong = [s.pk for s in reviewed if not retraining.in_holdout(s.id) and s.reviewed_label != 1]
+    wrong = [s.pk for s in reviewed if not drawings.in_holdout(s.id) and s.reviewed_label != 1]
     Submission.objects.filter(pk__in=wrong).update(reviewed_label=1)
 
     result = retraining.retrain(options=retraining.RetrainOptions(**SHORT))
@@ -132,7 +132,7 @@ def test_the_same_candidate_judged_five_times_gets_the_same_verdict():
     store_reviewed(pngs, inputs, labels, id_seed=7)
     result = retraining.retrain(options=retraining.RetrainOptions(**SHORT, dry_run=True))
     recorded = result.candidate.metrics["gate"]
-    holdout = retraining.reviewed_drawings(holdout=True)
+    holdout = drawings.reviewed_drawings(holdout=True)
     verdicts = [
         retraining.judge(
             candidate_weights=result.candidate.weights_path,

@@ -12,10 +12,10 @@ from django.core.management import call_command
 
 from ml.data import load_extra
 from ml.paired_stats import PairedTable
-from recognizer import model_registry, retraining
+from recognizer import drawings, model_registry, retraining
+from recognizer.drawings import in_holdout
 from recognizer.models import ModelVersion
 from recognizer.retrain_gate import CHECKS, DIGIT_CHECKS, CheckResult, comparison_table, gate
-from recognizer.retraining import in_holdout
 from tests.recognizer.drawings import store_reviewed, thick_pen_drawings
 
 pytestmark = pytest.mark.django_db
@@ -55,8 +55,8 @@ def test_time_ordered_ids_spread_into_the_holdout_too():
 
 
 def test_training_set_and_holdout_are_disjoint_and_cover_the_reviewed_drawings(reviewed):
-    training = retraining.reviewed_drawings(holdout=False)
-    holdout = retraining.reviewed_drawings(holdout=True)
+    training = drawings.reviewed_drawings(holdout=False)
+    holdout = drawings.reviewed_drawings(holdout=True)
     assert set(training.ids).isdisjoint(holdout.ids)
     assert set(training.ids) | set(holdout.ids) == {str(s.id) for s in reviewed}
     assert len(holdout) > 0 and len(training) > len(holdout)
@@ -72,7 +72,7 @@ def test_unreviewed_and_excluded_drawings_are_never_trained_on(reviewed):
     pngs, inputs, labels = thick_pen_drawings(5, start=500)
     unreviewed = store_reviewed(pngs, inputs, labels, reviewed_at=None, reviewed_label=None)
     excluded = store_reviewed(pngs, inputs, labels, excluded=True)
-    every = retraining.reviewed_drawings(holdout=None)
+    every = drawings.reviewed_drawings(holdout=None)
     assert len(every) == len(reviewed)
     assert not {str(s.id) for s in unreviewed + excluded} & set(every.ids)
 
@@ -243,9 +243,9 @@ def test_comparison_table_shows_accuracies_discordant_pairs_and_each_verdict():
 
 def test_export_writes_what_ml_train_reads_and_keeps_the_holdout_out(reviewed, tmp_path):
     path = tmp_path / "drawings"
-    count = retraining.export_drawings(path=path)
+    count = drawings.export_drawings(path=path)
     exported = load_extra(path)
-    holdout = retraining.reviewed_drawings(holdout=True)
+    holdout = drawings.reviewed_drawings(holdout=True)
     assert count == len(exported) == len(reviewed) - len(holdout)
     assert exported.images.shape == (count, 28, 28) and exported.images.dtype == np.uint8
     with np.load(path) as archive:
@@ -277,9 +277,9 @@ def test_a_dry_run_records_the_candidate_and_never_promotes(reviewed, settings, 
     candidate = ModelVersion.objects.get(name=result.candidate.name)
     assert candidate.status == "candidate"
     assert model_registry.active_version().name == "v1"
-    assert candidate.trained_on["drawings"] == len(retraining.reviewed_drawings(holdout=False))
+    assert candidate.trained_on["drawings"] == len(drawings.reviewed_drawings(holdout=False))
     assert candidate.trained_on["init"] == "v1"
-    assert candidate.metrics["holdout"]["n"] == len(retraining.reviewed_drawings(holdout=True))
+    assert candidate.metrics["holdout"]["n"] == len(drawings.reviewed_drawings(holdout=True))
     assert candidate.metrics["mnist"]["n"] == 200
     assert candidate.metrics["compared_with"]["version"] == "v1"
     assert any(line.startswith("epoch 1/1") for line in said)

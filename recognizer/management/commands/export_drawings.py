@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from recognizer import retraining
+from recognizer import drawings
 
 
 class Command(BaseCommand):
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        count = retraining.export_drawings(
+        count = drawings.export_drawings(
             path=options["path"], include_holdout=options["include_holdout"]
         )
         self.stdout.write(f"wrote {count} drawings to {options['path']}")

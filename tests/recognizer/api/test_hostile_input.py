@@ -21,7 +21,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from recognizer import model_registry, queue
+from recognizer import drawings, model_registry, queue
 from recognizer.models import ModelVersion, Submission
 from tests.factories import record_sent_tasks
 from tests.recognizer.api import payloads
@@ -686,13 +686,11 @@ def test_labelling_is_throttled(rates):
 
 
 def test_a_user_label_is_never_trained_on_without_a_reviewer():
-    from recognizer import retraining
-
     submission = Submission.objects.create(
         image=digit_png(), status="done", prediction=7, confidence=0.9, model_input=bytes(784),
         correct_label=1,
     )  # fmt: skip
-    assert not retraining.reviewed_submissions().filter(pk=submission.pk).exists()
+    assert not drawings.reviewed_submissions().filter(pk=submission.pk).exists()
 
 
 # --- Database outage -----------------------------------------------------------------------------
