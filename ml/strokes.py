@@ -2,9 +2,18 @@
 
 A bitmap digit is thinned to a one-pixel skeleton (Zhang and Suen, 1984), the skeleton is traced
 into polylines, and the polylines are drawn again with a round pen of random width and pressure,
-a little hand jitter, random placement, rotation and shear. The page's own `strokes` field
-([[[x, y, t], ...], ...] in 0..1 of the canvas) goes through the same pen, so collected drawings
-can be multiplied for retraining.
+a little hand jitter, random placement, rotation and shear. Two things keep the re-drawing the digit
+it came from (its label stays true), both read from the original's distance transform:
+
+- thinning eats every free stroke end by about the stroke's half-width (a 2's short base, the spur
+  of a 4 above its closed top), so each free end is extended again by the original's half-width
+  there, along the end's direction, and a short branch is kept when its ink reaches out of the
+  stroke it grows from (not by its pixel count alone);
+- an inked-over region (the filled loop of a 9 or an 8) thins to a line; the pen there is widened
+  by the original's local thickness above its median stroke, so a filled loop stays filled.
+
+The page's own `strokes` field ([[[x, y, t], ...], ...] in 0..1 of the canvas) goes through the same
+pen, so collected drawings can be multiplied for retraining.
 
 Everything returns an ink map (float32, 1 = full ink) or a 28x28 image made from it by
 `ml.preprocess.preprocess_ink`, the function serving runs after decoding: training sees the
@@ -86,12 +95,61 @@ def _neighbours(img: np.ndarray) -> list[np.ndarray]:
     return [img[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets]
 
 
-def trace(skeleton: np.ndarray, min_points: int = 3) -> list[Polyline]:
+# A point whose half-width exceeds the digit's median by this (px) is inked over: drawn at least as
+# wide as the original there (DT steps are under 0.5 px and a stroke's own variation about that).
+INKED_OVER = 1.0
+MAX_HALF_WIDTH = 10  # px: the distance transform is exact up to here (a digit's blobs are less)
+
+
+def half_widths(images: np.ndarray, threshold: float = SKELETON_THRESHOLD) -> np.ndarray:
+    """The ink's local half-width at every pixel of N x H x W (or H x W) grey images, in pixels:
+    the Euclidean distance to the nearest background pixel (outside the image is background) less
+    half a pixel, 0 on the background. A stroke w pixels wide gives w / 2 on its centre line.
+
+    Exact up to `MAX_HALF_WIDTH` (numpy only: the offsets of a disc, nearest first)."""
+    single = images.ndim == 2
+    batch = images[None] if single else images
+    scale = 255.0 if batch.dtype == np.uint8 else 1.0
+    ink = batch.astype(np.float32) / scale > threshold
+    r = MAX_HALF_WIDTH + 1
+    background = np.pad(~ink, ((0, 0), (r, r), (r, r)), constant_values=True)
+    h, w = ink.shape[1:]
+    distance = np.full(ink.shape, float(r), dtype=np.float32)
+    distance[~ink] = 0.0
+    offsets = sorted(
+        ((dy * dy + dx * dx) ** 0.5, dy, dx)
+        for dy in range(-r, r + 1)
+        for dx in range(-r, r + 1)
+        if 0 < dy * dy + dx * dx <= r * r
+    )
+    open_ = ink.copy()  # ink pixels whose nearest background is not found yet
+    for d, dy, dx in offsets:
+        if not open_.any():
+            break
+        hit = open_ & background[:, r + dy : r + dy + h, r + dx : r + dx + w]
+        distance[hit] = d
+        open_ &= ~hit
+    out = np.where(ink, distance - 0.5, 0.0).astype(np.float32)
+    return out[0] if single else out
+
+
+def trace(
+    skeleton: np.ndarray, min_points: int = 3, half_width: np.ndarray | None = None
+) -> list[Polyline]:
     """Polylines (x, y in pixels) along a one-pixel skeleton, split at ends and junctions.
 
     A diagonal step is dropped where an orthogonal path joins the same two pixels, so staircases
-    do not count as junctions. Spurs shorter than `min_points` are dropped when anything else is
-    left (thinning leaves them at corners).
+    do not count as junctions.
+
+    Without `half_width`: spurs shorter than `min_points` are dropped when anything else is left
+    (thinning leaves them at corners).
+
+    With `half_width` (the original's, `half_widths`): every point carries it as a third column
+    (x, y, r); a free end (one neighbour) is extended along its direction by r there, which gives
+    back what thinning ate; a branch from a junction to a free end is kept when that extended end
+    lies outside the junction's stroke (distance + r > the junction's r: the original has ink
+    sticking out there, like the spur of a 4) and dropped when it stays inside (a thinning
+    artefact at a corner, which the pen covers anyway). Paths between junctions are kept.
     """
     pixels = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton), strict=True)}
     graph: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -135,24 +193,89 @@ def trace(skeleton: np.ndarray, min_points: int = 3) -> list[Polyline]:
         if not links:
             paths.append([p])
 
-    long = [path for path in paths if len(path) >= min_points]
-    kept = long or paths
-    return [np.array([(x, y) for y, x in path], dtype=np.float32) for path in kept]
+    if half_width is None:
+        long = [path for path in paths if len(path) >= min_points]
+        kept = long or paths
+        return [np.array([(x, y) for y, x in path], dtype=np.float32) for path in kept]
+    return _with_ends(paths, graph, half_width, min_points)
+
+
+def _with_ends(
+    paths: list[list[tuple[int, int]]],
+    graph: dict[tuple[int, int], list[tuple[int, int]]],
+    half_width: np.ndarray,
+    min_points: int,
+) -> list[Polyline]:
+    """`trace`'s polylines with the original's half-width: free ends extended, spurs judged by
+    whether their ink leaves the stroke they grow from."""
+
+    def free(p: tuple[int, int]) -> bool:
+        return len(graph[p]) == 1
+
+    def junction(p: tuple[int, int]) -> bool:
+        return len(graph[p]) >= 3
+
+    kept, short = [], []
+    for path in paths:
+        start, end = path[0], path[-1]
+        if len(path) > 1 and (junction(start) or junction(end)) and (free(start) or free(end)):
+            root, tip = (start, end) if junction(start) else (end, start)
+            reach = math.dist(root, tip) + float(half_width[tip])
+            (kept if reach > float(half_width[root]) else short).append(path)
+        elif len(path) >= min_points or any(junction(p) for p in (start, end)):
+            kept.append(path)
+        else:
+            short.append(path)
+    kept = kept or short
+    if not kept:
+        return []
+    median = float(np.median([half_width[p] for path in kept for p in path]))
+    lines = []
+    for path in kept:
+        line = np.array([(x, y, half_width[y, x]) for y, x in path], dtype=np.float32)
+        if len(path) > 1:
+            if free(path[0]):
+                line = np.concatenate([_extension(line[::-1], median), line])
+            if free(path[-1]):
+                line = np.concatenate([line, _extension(line, median)])
+        lines.append(line)
+    return lines
+
+
+def _extension(line: np.ndarray, median: float, back: int = 3) -> np.ndarray:
+    """The point that continues `line` past its last point (x, y, r) by the half-width there,
+    along the direction from `back` points before; empty when the line has no length.
+
+    Measured on MNIST training digits, the ink reaches about r + 1 px past a free skeleton end:
+    extended by r and drawn with a pen about as wide as the original's, the tip lands there. An
+    inked-over end (r well above the digit's `median`) is drawn as wide as the original
+    (`draw_strokes`), so its round tip already reaches past r: it is extended by the median only."""
+    tip = line[-1]
+    direction = tip[:2] - line[max(0, len(line) - 1 - back), :2]
+    norm = float(np.hypot(*direction))
+    if norm == 0 or tip[2] <= 0:
+        return line[:0]
+    point = tip.copy()
+    point[:2] = tip[:2] + direction / norm * min(float(tip[2]), median)
+    return point[None]
 
 
 def digit_strokes(image: np.ndarray) -> list[Polyline]:
-    """The strokes of one 28x28 grey digit: traced, smoothed polylines in pixel coordinates."""
-    return strokes_of_skeleton(skeletonize(image))
+    """The strokes of one 28x28 grey digit: traced, smoothed polylines in pixel coordinates, each
+    point with the original's half-width there (x, y, r), free ends extended."""
+    return strokes_of_skeleton(skeletonize(image), half_widths(image))
 
 
-def strokes_of_skeleton(skeleton: np.ndarray) -> list[Polyline]:
-    return [smooth(line) for line in trace(skeleton)]
+def strokes_of_skeleton(
+    skeleton: np.ndarray, half_width: np.ndarray | None = None
+) -> list[Polyline]:
+    return [smooth(line) for line in trace(skeleton, half_width=half_width)]
 
 
 def smooth(line: Polyline, passes: int = 2) -> Polyline:
     """A [1, 2, 1] moving average that keeps the ends: pixel staircases become pen curves."""
     line = line.astype(np.float32)
-    closed = len(line) > 3 and np.abs(line[0] - line[-1]).max() <= 1.5
+    closed = len(line) > 3 and np.abs(line[0, :2] - line[-1, :2]).max() <= 1.5
     for _ in range(passes):
         if len(line) < 3:
             break
@@ -195,14 +318,26 @@ def draw_strokes(lines: Sequence[Polyline], pen: Pen, rng: np.random.Generator) 
 
     The drawing is scaled to a random height, rotated, sheared, placed, wobbled and drawn with a
     round pen whose width varies along each stroke.
+
+    Polylines with a third column (the original's half-width r, `trace`) keep the original's
+    thickness where it is not this pen's: the pen is widened by twice r above the drawing's median
+    r (a thicker part stays thicker), and where r exceeds the median by `INKED_OVER` (an
+    inked-over region, a filled loop) it is drawn at least as wide as the original there, scaled
+    like the drawing, which also counts that ink in the drawing's size. A person who fills a loop
+    fills it whatever the pen; a thin pen would otherwise leave a filled 9 a 7.
     """
     lines = [line for line in lines if len(line)]
     size = pen.canvas_px
     canvas = Image.new("L", (size, size), 0)
     if not lines:
         return np.zeros((size, size), dtype=np.float32)
-    points = np.concatenate(lines)
-    lo, hi = points.min(axis=0), points.max(axis=0)
+    thick = [line for line in lines if line.shape[1] > 2]
+    median = float(np.median(np.concatenate([line[:, 2] for line in thick]))) if thick else 0.0
+    # The drawing's box: its lines, and the ink of inked-over regions around them.
+    inked = [_inked_over(line, median) for line in lines]
+    lo = np.concatenate([line[:, :2] - r[:, None] for line, r in zip(lines, inked, strict=True)])
+    hi = np.concatenate([line[:, :2] + r[:, None] for line, r in zip(lines, inked, strict=True)])
+    lo, hi = lo.min(axis=0), hi.max(axis=0)
     centre = (lo + hi) / 2
     extent = max(float(hi[1] - lo[1]), float(hi[0] - lo[0]) * 0.75, 1e-6)
 
@@ -219,35 +354,51 @@ def draw_strokes(lines: Sequence[Polyline], pen: Pen, rng: np.random.Generator) 
     )
     width = rng.uniform(*pen.width) * height
     draw = ImageDraw.Draw(canvas)
-    placed = []
-    for line in lines:
-        xy = (line - centre) @ matrix.T
-        xy = _resample(xy, step=max(1.5, width / 3))
+    placed, extras = [], []
+    for line, inked_r in zip(lines, inked, strict=True):
+        xy = (line[:, :2] - centre) @ matrix.T
+        extra = np.zeros((len(xy), 2))
+        if line.shape[1] > 2:  # in canvas pixels: widths added, and widths at least
+            extra[:, 0] = 2 * np.clip(line[:, 2] - median, 0, None) * (height / extent)
+            extra[:, 1] = 2 * inked_r * (height / extent)
+        xy, extra = _resample(xy, step=max(1.5, width / 3), values=extra)
         xy = xy + _wobble(len(xy), pen.jitter * height, rng)
         placed.append(xy)
+        extras.append(extra)
     # Keep the whole drawing on the canvas: shift it back in if placement pushed it off.
     allxy = np.concatenate(placed)
-    margin = width * (1 + pen.pressure) / 2 + 1
+    margin = (width * (1 + pen.pressure) + float(np.concatenate(extras).max(initial=0))) / 2 + 1
     shift = target * size
     shift = shift + np.clip(margin - (allxy.min(axis=0) + shift), 0, None)
     shift = shift - np.clip(allxy.max(axis=0) + shift - (size - margin), 0, None)
-    for xy in placed:
+    for xy, extra in zip(placed, extras, strict=True):
         xy = xy + shift
-        widths = width * (1 + pen.pressure * _smooth_noise(len(xy), rng))
+        widths = width * (1 + pen.pressure * _smooth_noise(len(xy), rng)) + extra[:, 0]
+        widths = np.maximum(widths, extra[:, 1])
         _stroke(draw, xy, widths)
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
-def _resample(xy: np.ndarray, step: float) -> np.ndarray:
-    """Points every `step` pixels along the polyline (a lone point stays one point)."""
+def _inked_over(line: np.ndarray, median: float) -> np.ndarray:
+    """The original's half-width at a line's inked-over points (`INKED_OVER` above the median),
+    0 elsewhere and for lines without one."""
+    if line.shape[1] < 3:
+        return np.zeros(len(line), dtype=np.float32)
+    return np.where(line[:, 2] >= median + INKED_OVER, line[:, 2], 0).astype(np.float32)
+
+
+def _resample(xy: np.ndarray, step: float, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points every `step` pixels along the polyline (a lone point stays one point), and
+    `values` (a row per point) interpolated at them."""
     if len(xy) < 2:
-        return xy
+        return xy, values
     seg = np.linalg.norm(np.diff(xy, axis=0), axis=1)
     dist = np.concatenate([[0.0], np.cumsum(seg)])
     if dist[-1] <= 0:
-        return xy[:1]
+        return xy[:1], values[:1]
     at = np.linspace(0, dist[-1], max(2, int(math.ceil(dist[-1] / step)) + 1))
-    return np.stack([np.interp(at, dist, xy[:, 0]), np.interp(at, dist, xy[:, 1])], axis=1)
+    points = np.stack([np.interp(at, dist, xy[:, 0]), np.interp(at, dist, xy[:, 1])], axis=1)
+    return points, np.stack([np.interp(at, dist, v) for v in values.T], axis=1)
 
 
 def _smooth_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -334,14 +485,14 @@ def redraw_batch(
     """Every digit re-drawn once (seeded) and preprocessed: uint8 M x 28 x 28 and their labels.
 
     Left out: a digit whose skeleton is empty, whose drawing the preprocessing refuses, or whose
-    re-drawing has a different number of loops (thinning closes a filled-in loop, so a 9 with an
-    inked-over loop comes back a 7; a thick pen can fill a small loop).
+    re-drawing has a different number of loops (a thick pen can fill a small loop, thinning can
+    open a loop that is nearly filled in).
     """
     rng = np.random.default_rng(seed)
-    skeletons = skeletonize(images)
+    skeletons, widths = skeletonize(images), half_widths(images)
     out, kept = [], []
     for i, skeleton in enumerate(skeletons):
-        image = to_28(draw_strokes(strokes_of_skeleton(skeleton), pen, rng))
+        image = to_28(draw_strokes(strokes_of_skeleton(skeleton, widths[i]), pen, rng))
         if image is not None:
             out.append(image)
             kept.append(i)

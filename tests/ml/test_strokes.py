@@ -130,3 +130,112 @@ def test_loops_are_counted_so_a_redrawing_that_loses_one_is_left_out():
     thick = strokes.Pen(width=(0.3, 0.3), pressure=0)
     _, labels = strokes.redraw_batch(np.stack([ring(), nine]), np.array([0, 9]), seed=0, pen=thick)
     assert labels.tolist() == [0]
+
+
+# --- Fidelity of the re-drawing: stroke ends, spurs, inked-over regions -------------------------
+
+
+def capped_bar(width: int) -> np.ndarray:
+    """A horizontal stroke drawn with a round pen `width` px wide, its centre line x 6..21."""
+
+    def draw(d: ImageDraw.ImageDraw) -> None:
+        r = width / 2
+        d.line([(6, 14), (21, 14)], fill=255, width=width)
+        for x in (6, 21):
+            d.ellipse((x - r + 0.5, 14 - r + 0.5, x + r - 0.5, 14 + r - 0.5), fill=255)
+
+    return bitmap(draw)
+
+
+def test_half_widths_are_the_distance_transform_less_half_a_pixel():
+    scipy_ndimage = __import__("pytest").importorskip("scipy.ndimage")
+    for width in (3, 5):
+        assert strokes.half_widths(capped_bar(width))[14, 13] == width / 2
+    rng = np.random.default_rng(0)
+    images = np.stack([seven(), ring(), (rng.random((28, 28)) > 0.3).astype(np.uint8) * 255])
+    ours = strokes.half_widths(images)
+    for image, mine in zip(images, ours, strict=True):
+        ink = image / 255.0 > strokes.SKELETON_THRESHOLD
+        reference = scipy_ndimage.distance_transform_edt(np.pad(ink, 1))[1:-1, 1:-1]
+        assert np.allclose(mine, np.where(ink, reference - 0.5, 0), atol=1e-5)
+
+
+def test_free_ends_get_back_what_thinning_ate_and_stay_inside_the_ink():
+    for width in (3, 5):
+        bar = capped_bar(width)
+        skeleton_x = np.flatnonzero(strokes.skeletonize(bar).any(axis=0))
+        ink_x = np.flatnonzero((bar > 90).any(axis=0))
+        (line,) = strokes.digit_strokes(bar)
+        ends = sorted([line[0, 0], line[-1, 0]])
+        # Thinning leaves the skeleton 1-3 px short of the ink at each end.
+        assert skeleton_x[0] - ink_x[0] >= 2 and ink_x[-1] - skeleton_x[-1] >= 2
+        # Extended by the half-width: past the skeleton, not past the original's ink.
+        assert ink_x[0] <= ends[0] < skeleton_x[0] - 1
+        assert skeleton_x[-1] + 1 < ends[1] <= ink_x[-1]
+        assert np.allclose(line[:, 1], 14) and np.allclose(line[[0, -1], 2], width / 2)
+
+
+def test_a_short_branch_is_kept_when_its_ink_leaves_the_stroke_it_grows_from():
+    # A line with one-pixel branches up (at x 8) and down (at x 16). The old rule (3 skeleton
+    # pixels) dropped both, so a 3's middle cusp, a 1's serif or a 7's corner went missing.
+    skeleton = np.zeros((20, 24), dtype=bool)
+    skeleton[10, 4:20] = True
+    skeleton[9, 8] = skeleton[11, 16] = True
+    assert len(strokes.trace(skeleton)) == 3  # both branches dropped, the line in three
+    half_width = np.where(skeleton, 1.5, 0).astype(np.float32)
+    half_width[10, 16], half_width[11, 16] = 2.5, 0.5  # a thick junction, a thin tip: inside
+    lines = strokes.trace(skeleton, half_width=half_width)
+    tips = [line[:, 1].min() for line in lines]
+    assert min(tips) < 9 - 1  # the upward branch sticks out (1 px + r 1.5): kept, extended
+    assert max(line[:, 1].max() for line in lines) < 11  # the downward one stays inside: dropped
+    # Free ends of the line itself are extended by their half-width, along the line.
+    xs = np.concatenate([line[:, 0] for line in lines])
+    assert xs.min() == 4 - 1.5 and xs.max() == 19 + 1.5
+
+
+def test_a_thick_corner_grows_no_branch():
+    corner = bitmap(lambda d: d.line([(8, 5), (8, 22), (21, 22)], fill=255, width=5))
+    assert len(strokes.digit_strokes(corner)) == 1  # one L, no spur into the corner
+
+
+def filled_nine() -> np.ndarray:
+    """A 9 whose loop was inked over: a filled blob on a thin stem."""
+
+    def draw(d: ImageDraw.ImageDraw) -> None:
+        d.ellipse((7, 3, 19, 14), fill=255)
+        d.line([(18, 9), (16, 25)], fill=255, width=3)
+
+    return bitmap(draw)
+
+
+def test_an_inked_over_loop_is_drawn_filled_whatever_the_pen():
+    nine = filled_nine()
+    thin = strokes.Pen(
+        width=(0.05, 0.05), pressure=0, rotation_deg=0, shear=0, aspect=0, jitter=0, centre_spread=0
+    )
+    original = strokes.to_28(nine.astype(np.float32) / 255)
+    lines = strokes.digit_strokes(nine)
+    redrawn = strokes.to_28(strokes.draw_strokes(lines, thin, np.random.default_rng(0)))
+    bare = [line[:, :2] for line in lines]  # the same lines without the original's thickness
+    thinned = strokes.to_28(strokes.draw_strokes(bare, thin, np.random.default_rng(0)))
+    assert original is not None and redrawn is not None and thinned is not None
+
+    def has_blob(image: np.ndarray, side: int = 6) -> bool:  # a side x side square all inked
+        ink = image > 128
+        return any(
+            ink[y : y + side, x : x + side].all()
+            for y in range(29 - side)
+            for x in range(29 - side)
+        )
+
+    assert has_blob(original) and has_blob(redrawn)  # the filled loop is there again
+    assert not has_blob(thinned)  # a thin line through it: it reads as a 7
+    assert strokes.hole_count(np.stack([original, redrawn])).tolist() == [0, 0]
+
+
+def test_lines_without_thickness_are_drawn_as_before():
+    # The page's strokes and the non-digits carry no half-width: same rng use, same ink.
+    lines = [line[:, :2] for line in strokes.digit_strokes(seven())]
+    first = strokes.draw_strokes(lines, strokes.TRAIN_PEN, np.random.default_rng(3))
+    again = strokes.draw_strokes(lines, strokes.TRAIN_PEN, np.random.default_rng(3))
+    assert (first == again).all()
