@@ -9,8 +9,9 @@ it came from (its label stays true), both read from the original's distance tran
   of a 4 above its closed top), so each free end is extended again by the original's half-width
   there, along the end's direction, and a short branch is kept when its ink reaches out of the
   stroke it grows from (not by its pixel count alone);
-- an inked-over region (the filled loop of a 9 or an 8) thins to a line; the pen there is widened
-  by the original's local thickness above its median stroke, so a filled loop stays filled.
+- an inked-over region (the filled loop of a 9 or an 8) thins to a line; the pen there is drawn as
+  wide as the original (half-width well above the digit's median stroke), so a filled loop stays
+  filled.
 
 The page's own `strokes` field ([[[x, y, t], ...], ...] in 0..1 of the canvas) goes through the same
 pen, so collected drawings can be multiplied for retraining.
@@ -320,11 +321,12 @@ def draw_strokes(lines: Sequence[Polyline], pen: Pen, rng: np.random.Generator) 
     round pen whose width varies along each stroke.
 
     Polylines with a third column (the original's half-width r, `trace`) keep the original's
-    thickness where it is not this pen's: the pen is widened by twice r above the drawing's median
-    r (a thicker part stays thicker), and where r exceeds the median by `INKED_OVER` (an
-    inked-over region, a filled loop) it is drawn at least as wide as the original there, scaled
-    like the drawing, which also counts that ink in the drawing's size. A person who fills a loop
-    fills it whatever the pen; a thin pen would otherwise leave a filled 9 a 7.
+    inked-over regions: where r exceeds the drawing's median r by `INKED_OVER` (a filled loop, a
+    blotted end) the pen is drawn at least as wide as the original there, scaled like the drawing,
+    and that ink counts in the drawing's size. A person who fills a loop fills it whatever the
+    pen; a thin pen would otherwise leave a filled 9 a 7. Elsewhere the pen is the pen: widening
+    every thicker-than-median part as well would only make a thick pen close small loops that the
+    original keeps open.
     """
     lines = [line for line in lines if len(line)]
     size = pen.canvas_px
@@ -357,10 +359,7 @@ def draw_strokes(lines: Sequence[Polyline], pen: Pen, rng: np.random.Generator) 
     placed, extras = [], []
     for line, inked_r in zip(lines, inked, strict=True):
         xy = (line[:, :2] - centre) @ matrix.T
-        extra = np.zeros((len(xy), 2))
-        if line.shape[1] > 2:  # in canvas pixels: widths added, and widths at least
-            extra[:, 0] = 2 * np.clip(line[:, 2] - median, 0, None) * (height / extent)
-            extra[:, 1] = 2 * inked_r * (height / extent)
+        extra = 2 * inked_r[:, None] * (height / extent)  # widths at least, in canvas pixels
         xy, extra = _resample(xy, step=max(1.5, width / 3), values=extra)
         xy = xy + _wobble(len(xy), pen.jitter * height, rng)
         placed.append(xy)
@@ -373,8 +372,8 @@ def draw_strokes(lines: Sequence[Polyline], pen: Pen, rng: np.random.Generator) 
     shift = shift - np.clip(allxy.max(axis=0) + shift - (size - margin), 0, None)
     for xy, extra in zip(placed, extras, strict=True):
         xy = xy + shift
-        widths = width * (1 + pen.pressure * _smooth_noise(len(xy), rng)) + extra[:, 0]
-        widths = np.maximum(widths, extra[:, 1])
+        widths = width * (1 + pen.pressure * _smooth_noise(len(xy), rng))
+        widths = np.maximum(widths, extra[:, 0])
         _stroke(draw, xy, widths)
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
