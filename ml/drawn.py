@@ -7,9 +7,9 @@ the benchmarks and the service's tests send these.
 `drawn_set` is the drawn-digit evaluation (`python -m ml.evaluate --drawn`): MNIST test digits
 re-drawn as pen strokes (ml/strokes.py) with pens of several widths, small and off-centre, on opaque
 and transparent canvases, and as low-resolution upscaled scans, each decoded and preprocessed as
-served. A re-drawing whose loops differ from the original's is left out of the set (about 8%: the
-thinning closes inked-over loops), so every label is still true. `canvas_digits` renders training
-digits the same ways for training.
+served. A re-drawing whose loops differ from the original's is left out of the set (about 8%: a
+thick pen fills small loops, thinning opens loops that are nearly inked over), so every label is
+still true. `canvas_digits` renders training digits the same ways for training.
 """
 
 from __future__ import annotations
