@@ -216,7 +216,8 @@ def _with_ends(
     def junction(p: tuple[int, int]) -> bool:
         return len(graph[p]) >= 3
 
-    kept, short = [], []
+    kept: list[list[tuple[int, int]]] = []
+    short: list[list[tuple[int, int]]] = []
     for path in paths:
         start, end = path[0], path[-1]
         if len(path) > 1 and (junction(start) or junction(end)) and (free(start) or free(end)):
