@@ -196,6 +196,9 @@ MODEL_DEVICE = env.str("MODEL_DEVICE", default="")
 # Torch threads in each worker process (0: torch's default, every core). Workers run side by side
 # with the web processes, so one thread each keeps them from fighting over the cores.
 WORKER_TORCH_THREADS = env.int("WORKER_TORCH_THREADS", default=1)
+# Torch threads in each web process (digitsite/wsgi.py): requests preprocess one small image each,
+# in parallel on gunicorn's threads, so one thread per op is fastest.
+WEB_TORCH_THREADS = env.int("WEB_TORCH_THREADS", default=1)
 
 # --- The learning loop (recognizer/model_registry.py, recognizer/retraining.py) ------------------
 # Where model versions' weights live; every web and worker process must see the same folder.
@@ -236,6 +239,10 @@ REVIEW_LOW_CONFIDENCE = env.float("REVIEW_LOW_CONFIDENCE", default=0.8)
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # results live in the database rows, not in the broker
+# That (disabled) backend holds no connection, so one object serves every thread. Otherwise Celery
+# builds one per thread, scanning every installed package's entry points each time: tens of
+# milliseconds on each of gunicorn's request threads when it first sends a task.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_IGNORE_RESULT = True
 # Acknowledgement is set per task in one place: recognizer/queue.py (RELIABLE_DELIVERY).
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)

@@ -45,7 +45,12 @@ def send(task_name: str, **ids: Any) -> bool:
     """Send `task_name` with `ids` as keyword arguments; False when the broker is unreachable."""
     kwargs = {key: str(value) if isinstance(value, UUID) else value for key, value in ids.items()}
     try:
-        app.send_task(task_name, kwargs=kwargs, retry=True, retry_policy=RETRY_POLICY)
+        # ignore_result: answers live in the database rows. It also keeps send_task away from the
+        # result backend, which Celery builds once per thread, scanning every installed package's
+        # entry points: tens of milliseconds on each new gunicorn thread.
+        app.send_task(
+            task_name, kwargs=kwargs, retry=True, retry_policy=RETRY_POLICY, ignore_result=True
+        )
     except Exception as exc:  # kombu raises several types for an unreachable broker
         log.warning("broker unreachable, %s %s left for the sweeper: %s", task_name, kwargs, exc)
         return False

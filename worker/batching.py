@@ -11,7 +11,9 @@ back to the queue at once, for this worker's next process or another worker.
 Batches form while the model is busy: with every pool process holding a batch, the flush timer
 leaves new messages in the buffer, and the next batch takes them all (up to `flush_every` a
 pass) as soon as a process is free. Without that, the timer would send a batch of one or two
-every few milliseconds to a pool that is still working through the previous ones.
+every few milliseconds to a pool that is still working through the previous ones. The other way
+round, a message that arrives while a process is free is scored at once (`Strategy`): waiting
+`flush_interval` for company would only delay a lone drawing. The timer remains the backstop.
 
 A batch can only fill if the worker is handed more messages than a batch holds (each stays
 unacknowledged until its batch is answered), so the task raises its worker's prefetch count to
@@ -42,7 +44,17 @@ class ReliableBatches(Batches):
         # (Celery's Consumer sets initial_prefetch_count in __init__; its stubs do not declare it.)
         wanted = max(getattr(consumer, "initial_prefetch_count", 0), 2 * self.flush_every)
         setattr(consumer, "initial_prefetch_count", wanted)  # noqa: B010
-        return super().Strategy(task, app, consumer)
+        buffer_message = super().Strategy(task, app, consumer)
+
+        def handle_message(*args: Any, **kwargs: Any) -> None:
+            buffer_message(*args, **kwargs)
+            # A pool process is free: score what is buffered now instead of at the next tick of
+            # the flush timer (a lone drawing would wait for nothing). While every process is
+            # busy, messages keep gathering for the next batch, as below.
+            if self._in_flight < self._pool.num_processes:
+                self._do_flush()
+
+        return handle_message
 
     _in_flight = 0
 

@@ -99,6 +99,15 @@ def test_the_cache_refuses_to_run_without_a_key_prefix(redis_url):
         cache.get("anything")
 
 
+def test_the_cache_reuses_one_redis_client_across_calls(redis_url, shared_cache):
+    # Django makes a redis.Redis per call; building one cost as much as the round trip. (Each
+    # request thread has its own cache object, as Django's caches are per thread.)
+    cache.set("reuse-probe", 1)
+    assert cache._cache.get_client() is cache._cache.get_client()
+    assert cache._cache.get_client(write=True) is cache._cache.get_client(write=True)
+    assert cache.get("reuse-probe") == 1
+
+
 # --- Throttles with Redis down ------------------------------------------------------------------
 
 

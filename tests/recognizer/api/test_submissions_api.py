@@ -263,6 +263,47 @@ def test_creation_is_throttled_but_polling_is_not(enqueued, settings):
         cache.clear()
 
 
+def test_anonymous_clients_are_held_to_throttle_anon_and_users_to_throttle_user(
+    enqueued, django_user_model
+):
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    # THROTTLE_USER is the stricter here: it must bind users, and only them.
+    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "anon": "3/min", "user": "1/min"}
+    SimpleRateThrottle.THROTTLE_RATES = rates
+    try:
+        from django.core.cache import cache
+
+        cache.clear()
+        anonymous = APIClient()
+        codes = [
+            post_json(anonymous, {"image": data_url(digit_png(1))}).status_code for _ in range(4)
+        ]
+        assert codes == [202, 202, 202, 429]
+        signed_in = APIClient()
+        signed_in.force_authenticate(django_user_model.objects.create_user("ada"))
+        codes = [
+            post_json(signed_in, {"image": data_url(digit_png(1))}).status_code for _ in range(2)
+        ]
+        assert codes == [202, 429]
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+        cache.clear()
+
+
+def test_answers_from_one_serializer_class_never_share_field_objects(enqueued):
+    # The fields are built once per class (FieldsBuiltOnce), then copied: DRF binds each field to
+    # its serializer, so two answers in flight at once must not share one.
+    from recognizer.api.serializers import SubmissionSerializer
+
+    submission = Submission.objects.create(image=b"x")
+    first, second = SubmissionSerializer(submission), SubmissionSerializer(submission)
+    assert list(first.fields) == list(second.fields)
+    assert all(first.fields[name] is not second.fields[name] for name in first.fields)
+    assert first.fields["status"].parent is first and second.fields["status"].parent is second
+
+
 def test_schema_and_docs_are_served():
     client = APIClient()
     schema = client.get("/api/schema/")
