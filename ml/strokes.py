@@ -5,10 +5,11 @@ into polylines, and the polylines are drawn again with a round pen of random wid
 a little hand jitter, random placement, rotation and shear. Two things keep the re-drawing the digit
 it came from (its label stays true), both read from the original's distance transform:
 
-- thinning eats every free stroke end by about the stroke's half-width (a 2's short base, the spur
-  of a 4 above its closed top), so each free end is extended again by the original's half-width
-  there, along the end's direction, and a short branch is kept when its ink reaches out of the
-  stroke it grows from (not by its pixel count alone);
+- thinning eats every free stroke end by about the stroke's half-width (a 2's short base), so each
+  free end is extended again by the original's half-width there, along the end's direction, and a
+  short branch is kept when its ink reaches out of the stroke it grows from (a 3's middle cusp, a
+  1's serif), not by its pixel count alone. A spur shorter than about the stroke's width (the
+  small one of a closed-top 4) leaves no skeleton pixel to extend and is still lost;
 - an inked-over region (the filled loop of a 9 or an 8) thins to a line; the pen there is drawn as
   wide as the original (half-width well above the digit's median stroke), so a filled loop stays
   filled.
@@ -146,11 +147,12 @@ def trace(
     (thinning leaves them at corners).
 
     With `half_width` (the original's, `half_widths`): every point carries it as a third column
-    (x, y, r); a free end (one neighbour) is extended along its direction by r there, which gives
-    back what thinning ate; a branch from a junction to a free end is kept when that extended end
-    lies outside the junction's stroke (distance + r > the junction's r: the original has ink
-    sticking out there, like the spur of a 4) and dropped when it stays inside (a thinning
-    artefact at a corner, which the pen covers anyway). Paths between junctions are kept.
+    (x, y, r); a free end (one neighbour) is extended along its direction by r there (at most the
+    digit's median r, `_extension`), which gives back what thinning ate; a branch from a junction
+    to a free end is kept when that extended end lies outside the junction's stroke (distance + r
+    > the junction's r: the original has ink sticking out there, like a 3's middle cusp) and
+    dropped when it stays inside (a thinning artefact at a corner, which the pen covers anyway).
+    Paths between junctions are kept.
     """
     pixels = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton), strict=True)}
     graph: dict[tuple[int, int], list[tuple[int, int]]] = {}
