@@ -45,9 +45,8 @@ def send(task_name: str, **ids: Any) -> bool:
     """Send `task_name` with `ids` as keyword arguments; False when the broker is unreachable."""
     kwargs = {key: str(value) if isinstance(value, UUID) else value for key, value in ids.items()}
     try:
-        # ignore_result: answers live in the database rows. It also keeps send_task away from the
-        # result backend, which Celery builds once per thread, scanning every installed package's
-        # entry points: tens of milliseconds on each new gunicorn thread.
+        # ignore_result: answers live in the database rows, so nothing is registered with the
+        # result backend (which settings make one object for every thread).
         app.send_task(
             task_name, kwargs=kwargs, retry=True, retry_policy=RETRY_POLICY, ignore_result=True
         )

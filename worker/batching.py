@@ -48,11 +48,10 @@ class ReliableBatches(Batches):
 
         def handle_message(*args: Any, **kwargs: Any) -> None:
             buffer_message(*args, **kwargs)
-            # A pool process is free: score what is buffered now instead of at the next tick of
-            # the flush timer (a lone drawing would wait for nothing). While every process is
-            # busy, messages keep gathering for the next batch, as below.
-            if self._in_flight < self._pool.num_processes:
-                self._do_flush()
+            # Score what is buffered now rather than at the next tick of the flush timer (a lone
+            # drawing would wait for nothing); `_do_flush` leaves it buffered while every pool
+            # process is busy, so batches still gather then.
+            self._do_flush()
 
         return handle_message
 
