@@ -238,6 +238,9 @@ REVIEW_LOW_CONFIDENCE = env.float("REVIEW_LOW_CONFIDENCE", default=0.8)
 # --- Celery -------------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = REDIS_URL
+# One Redis client per channel rather than one per publish and per acknowledgement (see the module).
+if REDIS_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "digitsite.broker:Transport"
 CELERY_RESULT_BACKEND = None  # results live in the database rows, not in the broker
 # That (disabled) backend holds no connection, so one object serves every thread. Otherwise Celery
 # builds one per thread, scanning every installed package's entry points each time: tens of

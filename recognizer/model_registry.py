@@ -15,6 +15,7 @@ ml/digit_model.pth never changes what an existing version answers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -133,13 +134,25 @@ def active_version() -> ModelVersion:
 
 def active_row() -> tuple[str, str, str] | None:
     """(name, weights_path, sha256) of the active version: one read of the partial unique index,
-    cheap enough for every task. None when nothing is registered yet."""
-    return (
+    cheap enough for every task. None when nothing is registered yet.
+
+    The SQL is compiled once per process (and database vendor): building it through the ORM on
+    every batch cost more CPU than the query, about a tenth of the interactive worker's."""
+    sql, params = _active_row_sql(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+@functools.cache
+def _active_row_sql(vendor: str) -> tuple[str, tuple]:
+    queryset = (
         ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE)
         .order_by()
-        .values_list("name", "weights_path", "sha256")
-        .first()
+        .values_list("name", "weights_path", "sha256")[:1]
     )
+    return queryset.query.sql_with_params()
 
 
 def get_version(*, name: str) -> ModelVersion:

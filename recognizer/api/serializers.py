@@ -84,11 +84,14 @@ class SubmissionCreateSerializer(serializers.Serializer):
 
 
 class FieldsBuiltOnce(serializers.ModelSerializer):
-    """A ModelSerializer that inspects the model for its fields once per class, not per instance.
+    """A ModelSerializer that inspects the model for its fields once per class, not per instance:
+    for the answers, which only read.
 
     DRF rebuilds every field from the model's metadata each time a ModelSerializer is made, which
-    was the largest cost of answering a drawing; a copy of the fields built the first time is the
-    same thing for a fraction of it (each instance still gets its own fields to bind)."""
+    was the largest cost of answering a drawing. Each instance gets a shallow copy of the fields
+    built the first time: its own objects to bind (DRF sets the name, parent and source on each),
+    sharing only what nothing changes when reading (choices, error messages). A deep copy, DRF's
+    way, rebuilt every field again and cost nearly as much as building them."""
 
     _built: ClassVar[dict[type, dict[str, serializers.Field]]] = {}
 
@@ -96,7 +99,7 @@ class FieldsBuiltOnce(serializers.ModelSerializer):
         built = self._built.get(type(self))
         if built is None:
             built = self._built[type(self)] = super().get_fields()
-        return copy.deepcopy(built)
+        return {name: copy.copy(field) for name, field in built.items()}
 
 
 class SubmissionCreatedSerializer(FieldsBuiltOnce):

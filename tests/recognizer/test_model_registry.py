@@ -89,6 +89,18 @@ def test_promote_keeps_exactly_one_version_active(tmp_path):
     assert ModelVersion.objects.filter(status="active").count() == 1
 
 
+def test_active_row_follows_every_promotion(tmp_path):
+    # What each worker compares before every batch: it must see a promotion at once.
+    assert model_registry.active_row() is None  # nothing registered yet
+    v1 = model_registry.active_version()
+    assert model_registry.active_row() == (v1.name, v1.weights_path, v1.sha256)
+    v2 = candidate(tmp_path, seed=2)
+    model_registry.promote(name="v2")
+    assert model_registry.active_row() == ("v2", v2.weights_path, v2.sha256)
+    model_registry.promote(name="v1")
+    assert model_registry.active_row() == ("v1", v1.weights_path, v1.sha256)
+
+
 def test_the_database_refuses_a_second_active_version(tmp_path):
     model_registry.active_version()
     v2 = candidate(tmp_path, seed=2)

@@ -302,6 +302,9 @@ def test_answers_from_one_serializer_class_never_share_field_objects(enqueued):
     assert list(first.fields) == list(second.fields)
     assert all(first.fields[name] is not second.fields[name] for name in first.fields)
     assert first.fields["status"].parent is first and second.fields["status"].parent is second
+    # Binding a copy leaves the fields kept for the next instances unbound.
+    kept = SubmissionSerializer._built[SubmissionSerializer]
+    assert all(getattr(field, "parent", None) is None for field in kept.values())
 
 
 def test_schema_and_docs_are_served():
