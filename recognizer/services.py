@@ -193,8 +193,12 @@ def requeue_stuck(*, now: datetime | None = None) -> dict[str, int]:
     given_up = answers.give_up(stuck)
     requeued = 0
     for submission_id in stuck.values_list("pk", flat=True)[:500]:
-        Submission.objects.filter(pk=submission_id).update(status=Submission.Status.QUEUED)
-        requeued += enqueue(submission_id=submission_id)
+        # Only if still in flight: a worker may have answered it since the list was read, and a
+        # finished row must never go back to the queue (it would be answered a second time).
+        if Submission.objects.filter(pk=submission_id, status__in=answers.IN_FLIGHT).update(
+            status=Submission.Status.QUEUED
+        ):
+            requeued += enqueue(submission_id=submission_id)
     return {"requeued": requeued, "given_up": given_up}
 
 

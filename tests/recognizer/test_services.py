@@ -92,6 +92,26 @@ def test_sweeper_requeues_stuck_ones_and_gives_up_after_the_attempt_limit(monkey
     assert (lost.status, lost.attempts) == ("queued", 2)
 
 
+def test_the_sweeper_never_requeues_a_row_answered_while_it_runs(monkeypatch, settings):
+    settings.STUCK_AFTER_SECONDS = 30
+    long_ago = timezone.now() - timedelta(minutes=5)
+    rows = [SubmissionFactory(status="queued", queued_at=long_ago, attempts=1) for _ in range(2)]
+    sent = []
+
+    def enqueue(*, submission_id):
+        # While the sweeper sends the first, a worker answers the other (read as stuck already).
+        if not sent:
+            Submission.objects.exclude(pk=submission_id).update(status="done", prediction=4)
+        sent.append(submission_id)
+        return True
+
+    monkeypatch.setattr(services, "enqueue", enqueue)
+    assert services.requeue_stuck() == {"requeued": 1, "given_up": 0}
+    answered = Submission.objects.exclude(pk=sent[0]).get()
+    assert (answered.status, answered.prediction, len(sent)) == ("done", 4, 1)
+    assert {row.pk for row in rows} == {sent[0], answered.pk}
+
+
 def test_enqueue_with_the_broker_down_keeps_the_submission_queued(monkeypatch):
     def unreachable(*_, **__):
         raise ConnectionRefusedError("broker down")
