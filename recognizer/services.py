@@ -8,6 +8,7 @@ Every business rule about a submission lives here or in the modules it names: wh
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from uuid import UUID
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -96,6 +98,15 @@ def model_input_array(submission: Submission) -> np.ndarray:
     return np.frombuffer(bytes(submission.model_input or b""), dtype=np.uint8).reshape(28, 28)
 
 
+# What an answer, or a failure, changes on a row: what the worker writes and all that a waiting
+# request reads back, from the answer signal or from the row.
+ANSWERED_FIELDS = [*answers.ANSWER_FIELDS, "started_at"]
+FAILED_FIELDS = [*answers.FAILURE_FIELDS, "started_at"]
+# The field names an answer signal's payload may have (sorted), and the fields that read them.
+_PAYLOAD_FIELDS = (sorted(ANSWERED_FIELDS), sorted(FAILED_FIELDS))
+_FIELDS = {field.name: field for field in Submission._meta.concrete_fields}
+
+
 def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submission | None:
     """One submission through `predict_many`; the row as answered, or None (nothing to do)."""
     answered = predict_many(submission_ids=[submission_id], predictor=predictor)
@@ -108,7 +119,8 @@ def predict_one(*, submission_id: UUID | str, predictor: Predictor) -> Submissio
 def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) -> list[Submission]:
     """The whole job of the interactive worker, without Celery: read the submissions still in
     flight, run the network once over all of them, write every answer in one commit, then wake
-    whoever waits for them. Returns the submissions it answered or failed.
+    whoever waits for them, handing them the answers when those are what the rows hold. Returns
+    the submissions it answered or failed.
 
     Submissions already answered (a redelivered message) or deleted are skipped, so running the
     same ids twice changes nothing the second time.
@@ -139,36 +151,81 @@ def predict_many(*, submission_ids: Sequence[UUID | str], predictor: Predictor) 
         answers.fail(row, code="no_input", message="nothing to predict")
     if not rows:
         return []
+    written = [(row, ANSWERED_FIELDS) for row in scored] + [(row, FAILED_FIELDS) for row in missing]
     with transaction.atomic():
-        answers.save_in_flight(scored, [*answers.ANSWER_FIELDS, "started_at"])
-        answers.save_in_flight(missing, [*answers.FAILURE_FIELDS, "started_at"])
-    answer_signal.announce(row.pk for row in rows)
+        changed = answers.save_in_flight(scored, ANSWERED_FIELDS)
+        changed += answers.save_in_flight(missing, FAILED_FIELDS)
+    # Every row changed: each holds exactly what this run wrote, and a written answer is never
+    # rewritten, so the signal can carry it and the waiting request need not read the row (that
+    # read was a tenth of the web process's CPU). Fewer: another run (a redelivered message)
+    # answered some row first and the row keeps its answer, not ours; plain tokens then, for all
+    # (which rows lost is not worth a query), and the waiters read the rows.
+    answer_signal.announce(
+        (row.pk for row, _ in written),
+        [_answer_payload(row, fields) for row, fields in written] if changed == len(rows) else None,
+    )
     return rows
 
 
+def _answer_payload(row: Submission, fields: Sequence[str]) -> str | None:
+    """The `fields` of a row just written, as compact JSON for the answer signal (datetimes in ISO
+    8601, to the microsecond as stored); None, for a plain token, when JSON would not give back
+    what the database holds (NaN, which SQLite stores as NULL) or cannot hold a value at all."""
+    values = {name: getattr(row, name) for name in fields}
+    try:
+        return json.dumps(
+            {name: v.isoformat() if isinstance(v, datetime) else v for name, v in values.items()},
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+    except (TypeError, ValueError):
+        return None
+
+
 # --- Waiting for, labelling and sweeping ------------------------------------------------------
-
-
-# What an answer changes on a row: all a waiting request reads back.
-ANSWERED_FIELDS = [*answers.ANSWER_FIELDS, "started_at"]
 
 
 def wait_for_answer(*, submission: Submission, seconds: float) -> Submission:
     """Hold a request up to `seconds` (capped by MAX_WAIT_SECONDS) until the answer is there.
 
     The request blocks on the worker's Redis signal (recognizer/answer_signal.py), so it wakes
-    within a millisecond of the answer and reads the row only then (and every
-    WAIT_RECHECK_SECONDS, in case a signal was lost)."""
+    within a millisecond of the answer. The signal usually carries the answer (`predict_many`),
+    which is then set on the instance without a query; the row is read only for a plain token, a
+    signal it cannot use, and every WAIT_RECHECK_SECONDS in case a signal was lost."""
     seconds = min(max(seconds, 0.0), settings.MAX_WAIT_SECONDS)
     if submission.status in FINISHED or seconds <= 0:
         return submission
 
-    def finished() -> bool:
-        submission.refresh_from_db(fields=ANSWERED_FIELDS)
+    def finished(element: bytes | None) -> bool:
+        if not _apply_answer_payload(submission, element):
+            submission.refresh_from_db(fields=ANSWERED_FIELDS)
         return submission.status in FINISHED
 
     answer_signal.wait(submission.pk, seconds, finished)
     return submission
+
+
+def _apply_answer_payload(submission: Submission, element: bytes | None) -> bool:
+    """Set on the instance the finished answer a signal carries, as the ORM would read it from the
+    row; False, changing nothing, for no element, the plain token or anything else (malformed, or
+    from another version of this code): the caller reads the row then."""
+    if element is None or element == answer_signal.TOKEN:
+        return False
+    try:
+        values = json.loads(element)
+        # All the fields of an answer or of a failure, nothing else: never half an answer.
+        if not isinstance(values, dict) or sorted(values) not in _PAYLOAD_FIELDS:
+            return False
+        # Through each field's to_python, giving the types the ORM reads from the row: the ISO
+        # strings become aware datetimes; a value its field cannot take raises, and is not shown.
+        converted = {name: _FIELDS[name].to_python(v) for name, v in values.items()}
+    except (ValueError, TypeError, ValidationError):
+        return False
+    if converted["status"] not in FINISHED:
+        return False
+    for name, value in converted.items():
+        setattr(submission, name, value)
+    return True
 
 
 def label_submission(*, submission: Submission, correct_label: int) -> Submission:
@@ -193,8 +250,12 @@ def requeue_stuck(*, now: datetime | None = None) -> dict[str, int]:
     given_up = answers.give_up(stuck)
     requeued = 0
     for submission_id in stuck.values_list("pk", flat=True)[:500]:
-        Submission.objects.filter(pk=submission_id).update(status=Submission.Status.QUEUED)
-        requeued += enqueue(submission_id=submission_id)
+        # Only if still in flight: a worker may have answered it since the list was read, and a
+        # finished row must never go back to the queue (it would be answered a second time).
+        if Submission.objects.filter(pk=submission_id, status__in=answers.IN_FLIGHT).update(
+            status=Submission.Status.QUEUED
+        ):
+            requeued += enqueue(submission_id=submission_id)
     return {"requeued": requeued, "given_up": given_up}
 
 

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from recognizer import answer_signal, queue, review
@@ -49,8 +50,11 @@ def test_post_with_wait_returns_the_answer_the_moment_it_is_written(sent):
 
     threading.Thread(target=worker).start()
     started = time.monotonic()
-    response = post({"image": data_url(digit_png(5))}, "?wait=5")
+    with CaptureQueriesContext(connection) as queries:
+        response = post({"image": data_url(digit_png(5))}, "?wait=5")
     assert response.status_code == 200, response.content
+    # The answer came in the signal: the request stored the drawing and read nothing back.
+    assert [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")] == []
     assert time.monotonic() - started < 1.5  # woken by the signal, not by the 5 s deadline
     body = response.json()
     assert (body["status"], body["prediction"], body["model_version"]) == ("done", 5, "fake-v1")
@@ -69,7 +73,9 @@ def test_a_bad_wait_on_post_is_refused_and_nothing_is_stored(sent, wait):
 
 def test_a_lost_signal_is_covered_by_the_recheck(sent, settings, monkeypatch):
     settings.WAIT_RECHECK_SECONDS = 0.2
-    monkeypatch.setattr(answer_signal, "announce", lambda ids: None)  # the signal never comes
+    monkeypatch.setattr(
+        answer_signal, "announce", lambda ids, payloads=None: None
+    )  # the signal never comes
     created = post({"image": data_url(digit_png(2))}).json()
     from recognizer import services
 
