@@ -181,8 +181,8 @@ MAX_STROKES = env.int("MAX_STROKES", default=200)
 MAX_STROKE_POINTS = env.int("MAX_STROKE_POINTS", default=20_000)
 # The longest a GET on a submission may hold the connection waiting for the answer.
 MAX_WAIT_SECONDS = env.float("MAX_WAIT_SECONDS", default=10.0)
-# A waiting request blocks on a Redis signal from the worker (recognizer/answers.py) and reads the
-# row again at least this often, so a lost signal costs at most this much.
+# A waiting request blocks on a Redis signal from the worker (recognizer/answer_signal.py) and
+# reads the row again at least this often, so a lost signal costs at most this much.
 WAIT_RECHECK_SECONDS = env.float("WAIT_RECHECK_SECONDS", default=1.0)
 # How long an answer's signal stays in Redis for a request that starts waiting after it.
 ANSWER_SIGNAL_TTL_SECONDS = env.int("ANSWER_SIGNAL_TTL_SECONDS", default=60)
