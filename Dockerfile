@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VAR_DIR=/app/var \
     STATIC_ROOT=/app/staticfiles \
-    WEB_CONCURRENCY=2
+    WEB_CONCURRENCY=4
 WORKDIR /app
 
 # Requirements first, so a code change does not reinstall torch. PyPI's Linux torch wheel brings
@@ -26,4 +26,4 @@ EXPOSE 8000
 # gthread: a request waiting for its answer holds a thread (blocked on Redis), not a process.
 # Processes: WEB_CONCURRENCY (gunicorn reads it); threads: WEB_THREADS.
 CMD exec gunicorn digitsite.wsgi:application --bind 0.0.0.0:8000 \
-    --worker-class gthread --threads "${WEB_THREADS:-32}" --access-logfile -
+    --worker-class gthread --threads "${WEB_THREADS:-16}" --access-logfile -
