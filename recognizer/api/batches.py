@@ -18,7 +18,6 @@ from django.conf import settings
 from django.core.exceptions import TooManyFilesSent
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -36,6 +35,7 @@ from rest_framework.throttling import BaseThrottle
 
 from recognizer import limits
 from recognizer.api.parsers import JSONParser
+from recognizer.api.serializers import object_url
 from recognizer.api.throttles import UserThrottle
 from recognizer.batches import jobs, parsing
 from recognizer.batches import results as batch_results
@@ -68,10 +68,10 @@ class BatchJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, job: BatchJob) -> str:
-        return self.context["request"].build_absolute_uri(reverse("batch-detail", args=[job.pk]))
+        return object_url(self.context["request"], "batch-detail", job.pk)
 
     def get_results_url(self, job: BatchJob) -> str:
-        return self.context["request"].build_absolute_uri(reverse("batch-results", args=[job.pk]))
+        return object_url(self.context["request"], "batch-results", job.pk)
 
 
 class BatchImageSerializer(serializers.Serializer):

@@ -15,7 +15,7 @@ def test_defaults_follow_the_cores_as_the_readme_says():
     assert run.concurrency_defaults(2) == {
         "WEB_CONCURRENCY": "4",
         "WEB_THREADS": "16",
-        "INTERACTIVE_CONCURRENCY": "1",
+        "INTERACTIVE_CONCURRENCY": "2",
         "BATCH_CONCURRENCY": "2",
     }
     sixteen = run.concurrency_defaults(16)
@@ -28,7 +28,7 @@ def test_the_environment_wins_over_the_sizing(monkeypatch):
     monkeypatch.setattr(run, "available_cores", lambda: 8)
     env = run.sized_environment({"WEB_THREADS": "4", "PATH": "/bin"})
     assert env["WEB_THREADS"] == "4" and env["PATH"] == "/bin"
-    assert env["WEB_CONCURRENCY"] == "16" and env["INTERACTIVE_CONCURRENCY"] == "1"
+    assert env["WEB_CONCURRENCY"] == "16" and env["INTERACTIVE_CONCURRENCY"] == "2"
 
 
 def test_the_procfile_reads_every_sized_variable():
