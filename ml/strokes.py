@@ -16,7 +16,9 @@ digit it came from (its label stays true), all read from the original's distance
   a 9 and a 2 as an L;
 - an inked-over region (the filled loop of a 9 or an 8) thins to a line; the pen there is drawn as
   wide as the original (half-width well above the digit's median stroke), so a filled loop stays
-  filled.
+  filled. A junction counts its half-width only up to sqrt(2) times the median (strokes crossing
+  are that wide where they meet): a lone junction is not inked over, else a thin pen drew it as
+  a dot (a 3's top T became a 5's).
 
 The page's own `strokes` field ([[[x, y, t], ...], ...] in 0..1 of the canvas) goes through the same
 pen, so collected drawings can be multiplied for retraining.
@@ -101,6 +103,10 @@ def _neighbours(img: np.ndarray) -> list[np.ndarray]:
     return [img[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets]
 
 
+# Strokes of half-width w crossing at right angles leave a disc of radius w * sqrt(2) where they
+# meet: a junction's half-width is taken as at most this times the digit's median, so a junction
+# alone is never drawn as an inked-over blob (a 3's top T drawn as a dot reads as a 5).
+JUNCTION_WIDENING = math.sqrt(2)
 # A point whose half-width exceeds the digit's median by this (px) is inked over: drawn at least as
 # wide as the original there (DT steps are under 0.5 px and a stroke's own variation about that).
 INKED_OVER = 1.0
@@ -156,8 +162,8 @@ def trace(
     to a free end is kept when that extended end lies outside the junction's stroke (distance + r
     > the junction's r: the original has ink sticking out there, like a 3's middle cusp) and
     dropped when it stays inside (a thinning artefact at a corner, which the pen covers anyway).
-    Paths between junctions are kept. Ink that thinning left no skeleton pixel in gets a stroke
-    of its own (`_lost_ink`).
+    Paths between junctions are kept. A junction's r is capped at `JUNCTION_WIDENING` times the
+    median, and ink that thinning left no skeleton pixel in gets a stroke of its own (`_lost_ink`).
     """
     pixels = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton), strict=True)}
     graph: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -215,7 +221,7 @@ def _with_ends(
     min_points: int,
 ) -> list[Polyline]:
     """`trace`'s polylines with the original's half-width: free ends extended, spurs judged by
-    whether their ink leaves the stroke they grow from, lost ink added."""
+    whether their ink leaves the stroke they grow from, junctions capped, lost ink added."""
 
     def free(p: tuple[int, int]) -> bool:
         return len(graph[p]) == 1
@@ -242,6 +248,9 @@ def _with_ends(
     lines = []
     for path in kept:
         line = np.array([(x, y, half_width[y, x]) for y, x in path], dtype=np.float32)
+        for k in (0, -1):  # a junction is wider than its strokes by geometry alone
+            if junction(path[k]):
+                line[k, 2] = min(float(line[k, 2]), median * JUNCTION_WIDENING)
         if len(path) > 1:
             if free(path[0]):
                 line = np.concatenate([_extension(line[::-1], median), line])

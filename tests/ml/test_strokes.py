@@ -241,7 +241,7 @@ def test_lines_without_thickness_are_drawn_as_before():
     assert (first == again).all()
 
 
-# --- Ink that thinning leaves no skeleton pixel in --------------------------------------------
+# --- Ink that thinning leaves no skeleton pixel in; junctions that are not inked over ----------
 # MNIST test digits (the committed sample) whose re-drawings lost what makes them that digit:
 # the drawn evaluation read them as the digit in brackets.
 LOST_PARTS = {
@@ -307,3 +307,18 @@ def test_the_redrawn_L_shaped_2_keeps_its_tail_below_the_base(mnist_test):
     assert lowest_row(redrawn) >= lowest_row(original) - 1
     base_row = int(np.argmax((original > 90).sum(axis=1)))
     assert lowest_row(redrawn) >= base_row + 3
+
+
+def test_a_junction_alone_is_not_drawn_as_an_inked_over_blob(mnist_test):
+    three = mnist_test.images[449]  # a flat-topped 3: its top T is wider than its strokes
+    assert mnist_test.labels[449] == 3
+    lines = strokes.digit_strokes(three)
+    median = float(np.median(np.concatenate([line[:, 2] for line in lines])))
+    assert not any(strokes._inked_over(line, median).any() for line in lines)
+    # Uncapped, the T's half-width is inked over: a thin pen would draw a dot there (a 5).
+    skeleton, widths = strokes.skeletonize(three), strokes.half_widths(three)
+    assert (widths[skeleton] >= median + strokes.INKED_OVER).any()
+    # A filled loop still is (the regions around a junction keep their width).
+    nine = strokes.digit_strokes(filled_nine())
+    median = float(np.median(np.concatenate([line[:, 2] for line in nine])))
+    assert any(strokes._inked_over(line, median).any() for line in nine)
