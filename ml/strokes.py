@@ -2,17 +2,23 @@
 
 A bitmap digit is thinned to a one-pixel skeleton (Zhang and Suen, 1984), the skeleton is traced
 into polylines, and the polylines are drawn again with a round pen of random width and pressure,
-a little hand jitter, random placement, rotation and shear. Two things keep the re-drawing the digit
-it came from (its label stays true), both read from the original's distance transform:
+a little hand jitter, random placement, rotation and shear. Three things keep the re-drawing the
+digit it came from (its label stays true), all read from the original's distance transform:
 
 - thinning eats every free stroke end by about the stroke's half-width (a 2's short base), so each
   free end is extended again by the original's half-width there, along the end's direction, and a
   short branch is kept when its ink reaches out of the stroke it grows from (a 3's middle cusp, a
-  1's serif), not by its pixel count alone. A spur shorter than about the stroke's width (the
-  small one of a closed-top 4) leaves no skeleton pixel to extend and is still lost;
+  1's serif), not by its pixel count alone;
+- a protrusion shorter than about the stroke's width leaves no skeleton pixel at all (the stem of
+  a closed-top 4 rising above its loop, the tail of an L-shaped 2, a 3's middle cusp): original
+  ink that no traced point reaches (farther than its half-width and a pixel) gets a short straight
+  stroke from the nearest traced point to its far end (`_lost_ink`). Without it a 4 is drawn as
+  a 9 and a 2 as an L;
 - an inked-over region (the filled loop of a 9 or an 8) thins to a line; the pen there is drawn as
   wide as the original (half-width well above the digit's median stroke), so a filled loop stays
-  filled.
+  filled. A junction counts its half-width only up to sqrt(2) times the median (strokes crossing
+  are that wide where they meet): a lone junction is not inked over, else a thin pen drew it as
+  a dot (a 3's top T became a 5's).
 
 The page's own `strokes` field ([[[x, y, t], ...], ...] in 0..1 of the canvas) goes through the same
 pen, so collected drawings can be multiplied for retraining.
@@ -97,6 +103,10 @@ def _neighbours(img: np.ndarray) -> list[np.ndarray]:
     return [img[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in offsets]
 
 
+# Strokes of half-width w crossing at right angles leave a disc of radius w * sqrt(2) where they
+# meet: a junction's half-width is taken as at most this times the digit's median, so a junction
+# alone is never drawn as an inked-over blob (a 3's top T drawn as a dot reads as a 5).
+JUNCTION_WIDENING = math.sqrt(2)
 # A point whose half-width exceeds the digit's median by this (px) is inked over: drawn at least as
 # wide as the original there (DT steps are under 0.5 px and a stroke's own variation about that).
 INKED_OVER = 1.0
@@ -152,7 +162,8 @@ def trace(
     to a free end is kept when that extended end lies outside the junction's stroke (distance + r
     > the junction's r: the original has ink sticking out there, like a 3's middle cusp) and
     dropped when it stays inside (a thinning artefact at a corner, which the pen covers anyway).
-    Paths between junctions are kept.
+    Paths between junctions are kept. A junction's r is capped at `JUNCTION_WIDENING` times the
+    median, and ink that thinning left no skeleton pixel in gets a stroke of its own (`_lost_ink`).
     """
     pixels = {(int(y), int(x)) for y, x in zip(*np.nonzero(skeleton), strict=True)}
     graph: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -210,7 +221,7 @@ def _with_ends(
     min_points: int,
 ) -> list[Polyline]:
     """`trace`'s polylines with the original's half-width: free ends extended, spurs judged by
-    whether their ink leaves the stroke they grow from."""
+    whether their ink leaves the stroke they grow from, junctions capped, lost ink added."""
 
     def free(p: tuple[int, int]) -> bool:
         return len(graph[p]) == 1
@@ -237,13 +248,74 @@ def _with_ends(
     lines = []
     for path in kept:
         line = np.array([(x, y, half_width[y, x]) for y, x in path], dtype=np.float32)
+        for k in (0, -1):  # a junction is wider than its strokes by geometry alone
+            if junction(path[k]):
+                line[k, 2] = min(float(line[k, 2]), median * JUNCTION_WIDENING)
         if len(path) > 1:
             if free(path[0]):
                 line = np.concatenate([_extension(line[::-1], median), line])
             if free(path[-1]):
                 line = np.concatenate([line, _extension(line, median)])
         lines.append(line)
-    return lines
+    return lines + _lost_ink(lines, half_width, median)
+
+
+# Ink farther than this (px) past every traced point's half-width was lost by thinning: an original
+# pixel's centre lies within r + 0.5 of the centre line it belongs to, antialiasing adds about 0.5.
+LOST_INK_MARGIN = 1.0
+LOST_INK_MIN_PIXELS = 2  # a lone pixel past the margin is an antialiasing lump, not a stroke
+
+
+def _lost_ink(lines: list[np.ndarray], half_width: np.ndarray, median: float) -> list[Polyline]:
+    """Strokes for the original's ink that the traced lines do not reach: one straight stroke
+    (x, y, r) from the nearest traced point to the far end of each lost patch.
+
+    Zhang-Suen thinning leaves no skeleton pixel in a protrusion shorter than about the stroke's
+    width, and a corner's blob can be thinned away whole: the stem of a closed-top 4 that rises
+    above its loop, the end of its crossbar past the stem, the tail of an L-shaped 2 or the first
+    blotted stretch of a 2's arc. Without them a 4 is drawn as a 9 and a 2 as an L (a 6). A patch
+    is lost when its pixels lie more than `LOST_INK_MARGIN` past every traced point's half-width
+    (8-connected, at least `LOST_INK_MIN_PIXELS`); its tip is the pixel farthest past, and the
+    stroke ends short of the tip by the digit's median half-width, as a free end's extension
+    leaves it (the pen's round end reaches the tip)."""
+    points = np.concatenate([_resample_line(line) for line in lines])
+    ys, xs = np.nonzero(half_width > 0)
+    if not len(points) or not len(ys):
+        return []
+    ink = np.stack([xs, ys], axis=1).astype(np.float32)
+    distance = np.linalg.norm(ink[:, None, :] - points[None, :, :2], axis=2)
+    past = (distance - points[None, :, 2]).min(axis=1)  # how far past the traced ink
+    index = {(int(x), int(y)): i for i, (x, y) in enumerate(ink)}
+    lost = {p: i for p, i in index.items() if past[i] > LOST_INK_MARGIN}
+    spurs: list[Polyline] = []
+    while lost:
+        patch, todo = [], [next(iter(lost))]
+        while todo:  # one 8-connected patch
+            p = todo.pop()
+            if p in lost:
+                patch.append(p)
+                del lost[p]
+                x, y = p
+                todo.extend((x + dx, y + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1))
+        if len(patch) < LOST_INK_MIN_PIXELS:
+            continue
+        tip_i = max((index[p] for p in patch), key=lambda i: past[i])
+        tip = ink[tip_i]
+        root = points[int(np.argmin(distance[tip_i]))]
+        direction = tip - root[:2]
+        length = float(np.hypot(*direction)) - median
+        if length <= 0.5:
+            continue
+        end = root[:2] + direction / float(np.hypot(*direction)) * length
+        r_end = float(half_width[int(round(end[1])), int(round(end[0]))])
+        spurs.append(np.array([root, (end[0], end[1], max(r_end, 0.5))], dtype=np.float32))
+    return spurs
+
+
+def _resample_line(line: np.ndarray, step: float = 0.5) -> np.ndarray:
+    """A traced line's points (x, y, r) every `step` px, r interpolated."""
+    xy, r = _resample(line[:, :2], step, line[:, 2:3])
+    return np.concatenate([xy, r], axis=1).astype(np.float32)
 
 
 def _extension(line: np.ndarray, median: float, back: int = 3) -> np.ndarray:
