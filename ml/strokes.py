@@ -303,10 +303,11 @@ def _lost_ink(lines: list[np.ndarray], half_width: np.ndarray, median: float) ->
         tip = ink[tip_i]
         root = points[int(np.argmin(distance[tip_i]))]
         direction = tip - root[:2]
-        length = float(np.hypot(*direction)) - median
+        reach = float(np.hypot(*direction))
+        length = reach - median
         if length <= 0.5:
             continue
-        end = root[:2] + direction / float(np.hypot(*direction)) * length
+        end = root[:2] + direction / reach * length
         r_end = float(half_width[int(round(end[1])), int(round(end[0]))])
         spurs.append(np.array([root, (end[0], end[1], max(r_end, 0.5))], dtype=np.float32))
     return spurs
