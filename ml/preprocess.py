@@ -86,8 +86,13 @@ DEFAULT_LIMITS = ImageLimits()
 
 @dataclass(frozen=True)
 class Preprocessed:
-    tensor: torch.Tensor  # 1 x 28 x 28 float32, normalised: the model's input
     image: np.ndarray  # 28 x 28 uint8, white ink on black: what the model saw, to store and show
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """1 x 28 x 28 float32, normalised: the model's input. Made on demand: the web process
+        stores `image` and never needs it (the worker normalises a whole batch at once)."""
+        return to_model_input(self.image)[0]
 
 
 def preprocess_bytes(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> Preprocessed:
@@ -103,7 +108,7 @@ def preprocess_array(pixels: np.ndarray, *, limits: ImageLimits = DEFAULT_LIMITS
     batch = preprocess_arrays(pixels[None], limits=limits)
     if batch.errors[0] is not None:
         raise batch.errors[0]
-    return Preprocessed(tensor=to_model_input(batch.images[0])[0], image=batch.images[0])
+    return Preprocessed(image=batch.images[0])
 
 
 def open_image(data: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
@@ -181,7 +186,7 @@ def preprocess_ink(ink: np.ndarray) -> Preprocessed:
     batch = frame_inks(torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None])
     if batch.errors[0] is not None:
         raise batch.errors[0]
-    return Preprocessed(tensor=to_model_input(batch.images[0])[0], image=batch.images[0])
+    return Preprocessed(image=batch.images[0])
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,9 @@ def preprocess_many(
     return PreprocessedBatch(images=result, errors=errors)
 
 
+# Inference mode: no autograd bookkeeping on its ~70 small ops (a sixth of a lone drawing's
+# framing); it returns numpy arrays, so no inference tensor escapes.
+@torch.inference_mode()
 def frame_inks(ink: torch.Tensor) -> PreprocessedBatch:
     """The framing, vectorised over a batch of ink maps (N x H x W float32 in [0, 1]).
 
