@@ -72,6 +72,11 @@ class TrainConfig:
     outliers: int = 32  # synthetic non-digits added to each batch (0: no outlier exposure)
     outlier_weight: float = 0.5  # Hendrycks et al. (2019)'s lambda
     outlier_pool: int = 20_000
+    # Learning without forgetting (Li and Hoiem, 2017): with --init, each batch's MNIST digits also
+    # learn the starting weights' outputs (KL at `distill_temperature`), so a fine-tune on canvas
+    # digits and non-digits keeps what the first stage read right. 0: off.
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
     reject_rate: float = DEFAULT_REJECT_RATE  # validation digits the threshold may turn away
     stroke_copies: int = 3  # fresh pen renderings of each extra drawing that has its strokes
 
@@ -115,6 +120,7 @@ def train(
         model.train()
     else:
         model = DigitNet().to(device)
+    teacher = _teacher(config, device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     averaged = cast(DigitNet, ema.module)  # AveragedModel keeps a copy of the DigitNet it got
     optimizer = torch.optim.AdamW(
@@ -139,6 +145,7 @@ def train(
         for step in bar:
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             batch, targets = images[idx], labels[idx]
+            swap = torch.zeros(len(idx), dtype=torch.bool)
             if len(canvas_labels) and config.canvas_share > 0:
                 swap = torch.rand(len(idx), generator=generator) < config.canvas_share
                 pick = torch.randint(len(canvas_labels), (int(swap.sum()),), generator=generator)
@@ -161,6 +168,14 @@ def train(
                 # Outlier exposure: cross-entropy from the non-digits' outputs to uniform.
                 uniform_ce = -F.log_softmax(logits[n_digits:], dim=1).mean()
                 loss = loss + config.outlier_weight * uniform_ce
+            if teacher is not None:
+                loss = loss + config.distill_weight * _distillation(
+                    logits[:n_digits][~swap.to(device)],
+                    teacher,
+                    batch[:n_digits][~swap],
+                    config.distill_temperature,
+                    device,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -214,6 +229,35 @@ def train(
     card["sha256"] = save_checkpoint(final, config.out, meta=meta)
     card_path(config.out).write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _teacher(config: TrainConfig, device: torch.device) -> DigitNet | None:
+    """The frozen starting weights that --distill-weight keeps the MNIST digits close to."""
+    if config.distill_weight <= 0:
+        return None
+    if config.init is None:
+        raise ValueError("--distill-weight needs --init: it keeps the starting weights' answers")
+    teacher, _ = load_checkpoint(config.init, device)
+    return teacher.eval().requires_grad_(False)
+
+
+def _distillation(
+    student_logits: torch.Tensor,
+    teacher: DigitNet,
+    inputs: torch.Tensor,
+    temperature: float,
+    device: torch.device,
+) -> torch.Tensor:
+    """KL(teacher || student) at `temperature`, scaled by its square as Hinton et al. (2015) do,
+    over the MNIST digits of a batch (the same augmented inputs the student saw)."""
+    if len(student_logits) == 0:
+        return student_logits.sum()
+    with torch.no_grad():
+        target = F.softmax(teacher(inputs.to(device, non_blocking=True)) / temperature, dim=1)
+    return (
+        F.kl_div(F.log_softmax(student_logits / temperature, dim=1), target, reduction="batchmean")
+        * temperature**2
+    )
 
 
 def _machine(device: torch.device) -> str:
@@ -316,6 +360,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     )
     p.add_argument("--outlier-weight", type=float, default=defaults.outlier_weight)
     p.add_argument("--outlier-pool", type=int, default=defaults.outlier_pool)
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        default=defaults.distill_weight,
+        help="with --init: keep MNIST digits' outputs close to the starting weights' (0: off)",
+    )
+    p.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
     p.add_argument("--reject-rate", type=float, default=defaults.reject_rate)
     p.add_argument(
         "--stroke-copies",
@@ -347,6 +398,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         outliers=args.outliers,
         outlier_weight=args.outlier_weight,
         outlier_pool=args.outlier_pool,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
         reject_rate=args.reject_rate,
         stroke_copies=args.stroke_copies,
     )

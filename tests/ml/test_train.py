@@ -1,15 +1,17 @@
-"""A one-epoch smoke run of `python -m ml.train` on a small slice (ml/train.py)."""
+"""`python -m ml.train`: a one-epoch smoke run on a small slice, and the distillation option."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from ml import train
+from ml.checkpoint import save_checkpoint
 from ml.data import FILES
-from ml.model import parameter_count
+from ml.model import DigitNet, parameter_count
 from ml.predictor import Predictor
 
 
@@ -60,3 +62,45 @@ def test_smoke_training_writes_loadable_weights_and_a_model_card(tmp_path, capsy
     assert json.loads(predictor.meta["card"])["extra_drawings"] == 50
     probabilities = predictor.predict_images(mnist_test.images[:8])
     assert probabilities.shape == (8, 10)
+
+
+def test_distillation_is_zero_only_where_the_student_answers_as_the_teacher():
+    torch.manual_seed(0)
+    teacher = DigitNet().eval()
+    inputs = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        same = teacher(inputs)
+    cpu = torch.device("cpu")
+    assert train._distillation(same, teacher, inputs, 2.0, cpu).item() == pytest.approx(0, abs=1e-6)
+    other = train._distillation(same.flip(1), teacher, inputs, 2.0, cpu)
+    assert other.item() > 0.01
+    # Gradients reach the student's logits (the teacher is frozen under no_grad).
+    student = same.clone().flip(1).requires_grad_(True)
+    train._distillation(student, teacher, inputs, 2.0, cpu).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    # A batch with no MNIST digit (all canvas digits) adds nothing.
+    assert train._distillation(same[:0], teacher, inputs[:0], 2.0, cpu).item() == 0
+
+
+def test_distillation_needs_starting_weights():
+    with pytest.raises(ValueError, match="--init"):
+        train._teacher(train.TrainConfig(distill_weight=1.0), torch.device("cpu"))
+    assert train._teacher(train.TrainConfig(), torch.device("cpu")) is None
+
+
+def test_a_distilled_fine_tune_runs_from_saved_weights(tmp_path, mnist_test):
+    start = tmp_path / "start.pth"
+    save_checkpoint(DigitNet(), start, meta={})
+    out = tmp_path / "tuned.pth"
+    threads = torch.get_num_threads()
+    try:
+        train.main(
+            ["--epochs", "1", "--limit", "600", "--threads", "1", "--no-test", "--init", str(start)]
+            + ["--distill-weight", "1", "--val-size", "300", "--canvas-pool", "100"]
+            + ["--outlier-pool", "300", "--out", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["recipe"]["distill_weight"] == 1.0 and card["recipe"]["init"] == str(start)
+    assert Predictor(out, device="cpu").predict_images(mnist_test.images[:4]).shape == (4, 10)
