@@ -2,12 +2,10 @@
 
 The shipped weights come from two stages (README, "Model card"):
 
-    # stage 1: MNIST only, all 60,000, 40 epochs (26-42 min at 1 thread)
+    # stage 1: MNIST only, all 60,000, 40 epochs (~34 min at 1 thread)
     python -m ml.train --val-size 0 --canvas-share 0 --outliers 0 --out /tmp/stage1.pth
-    # stage 2: fine-tune on MNIST + canvas digits + outlier exposure, keeping stage 1's answers
-    # on the MNIST digits (distillation), then calibrate               -> ml/digit_model.pth
-    python -m ml.train --init /tmp/stage1.pth --epochs 6 --lr 5e-4 --canvas-share 0.35 \
-        --distill-weight 1 --distill-temperature 2 --outlier-weight 1.0
+    # stage 2: fine-tune on MNIST + canvas digits + outlier exposure, then calibrate
+    python -m ml.train --init /tmp/stage1.pth --epochs 6 --lr 5e-4   # -> ml/digit_model.pth
 
     python -m ml.train --epochs 1 --limit 2000  # a smoke run
     python -m ml.train --extra drawings.npz --init ml/digit_model.pth --epochs 3   # fine-tune
