@@ -21,6 +21,7 @@ the model card (skip it with --no-test).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -120,7 +121,7 @@ def train(
         model.train()
     else:
         model = DigitNet().to(device)
-    teacher = _teacher(config, device)
+    teacher = _teacher(config, model)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     averaged = cast(DigitNet, ema.module)  # AveragedModel keeps a copy of the DigitNet it got
     optimizer = torch.optim.AdamW(
@@ -231,14 +232,14 @@ def train(
     return card
 
 
-def _teacher(config: TrainConfig, device: torch.device) -> DigitNet | None:
-    """The frozen starting weights that --distill-weight keeps the MNIST digits close to."""
+def _teacher(config: TrainConfig, model: DigitNet) -> DigitNet | None:
+    """A frozen copy of the starting weights (`model` as loaded from --init, before any step),
+    which --distill-weight keeps the MNIST digits close to."""
     if config.distill_weight <= 0:
         return None
     if config.init is None:
         raise ValueError("--distill-weight needs --init: it keeps the starting weights' answers")
-    teacher, _ = load_checkpoint(config.init, device)
-    return teacher.eval().requires_grad_(False)
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def _distillation(

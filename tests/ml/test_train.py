@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,8 +85,14 @@ def test_distillation_is_zero_only_where_the_student_answers_as_the_teacher():
 
 def test_distillation_needs_starting_weights():
     with pytest.raises(ValueError, match="--init"):
-        train._teacher(train.TrainConfig(distill_weight=1.0), torch.device("cpu"))
-    assert train._teacher(train.TrainConfig(), torch.device("cpu")) is None
+        train._teacher(train.TrainConfig(distill_weight=1.0), DigitNet())
+    assert train._teacher(train.TrainConfig(), DigitNet()) is None
+    # A frozen copy of the starting weights: the student's training steps do not move it.
+    student = DigitNet()
+    teacher = train._teacher(train.TrainConfig(distill_weight=1.0, init=Path("w.pth")), student)
+    assert teacher is not None and not teacher.training
+    for mine, its in zip(teacher.parameters(), student.parameters(), strict=True):
+        assert torch.equal(mine, its) and mine is not its and not mine.requires_grad
 
 
 def test_a_distilled_fine_tune_runs_from_saved_weights(tmp_path, mnist_test):
