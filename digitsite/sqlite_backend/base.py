@@ -28,6 +28,7 @@ LONGEST_PAUSE = 0.001
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    # (django-stubs does not declare the private methods overridden here: hence the ignores.)
     _queue_fd: int | None = None
     _in_queue = False
 
@@ -66,26 +67,26 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _start_transaction_under_autocommit(self) -> None:
         self._take_turn()
         try:
-            super()._start_transaction_under_autocommit()
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]
         except BaseException:
             self._leave_queue()
             raise
 
     def _commit(self) -> Any:
         try:
-            return super()._commit()
+            return super()._commit()  # type: ignore[misc]
         finally:
             self._leave_queue()
 
     def _rollback(self) -> Any:
         try:
-            return super()._rollback()
+            return super()._rollback()  # type: ignore[misc]
         finally:
             self._leave_queue()
 
     def _close(self) -> Any:
         try:
-            return super()._close()
+            return super()._close()  # type: ignore[misc]
         finally:
             if self._queue_fd is not None:
                 # Closing the descriptor also drops a lock still held on it.
