@@ -30,15 +30,27 @@ LONGEST_PAUSE = 0.001
 class DatabaseWrapper(base.DatabaseWrapper):
     # (django-stubs does not declare the private methods overridden here: hence the ignores.)
     _queue_fd: int | None = None
+    _queue_path = ""
     _in_queue = False
 
     def _queue_file(self) -> int | None:
         if self.is_in_memory_db():
             return None
-        if self._queue_fd is None:
-            path = f"{self.settings_dict['NAME']}-writers"
+        path = f"{self.settings_dict['NAME']}-writers"
+        if path != self._queue_path:  # first use, or NAME changed (the test database is made)
+            self._close_queue_file()
             self._queue_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._queue_path = path
         return self._queue_fd
+
+    def _close_queue_file(self) -> None:
+        if self._queue_fd is not None:
+            # Closing the descriptor also drops a turn still held on it. (A forked child closing
+            # its copy drops nothing: the parent's descriptor still holds the turn.)
+            os.close(self._queue_fd)
+        self._queue_fd = None
+        self._queue_path = ""
+        self._in_queue = False
 
     def _take_turn(self) -> None:
         fd = self._queue_file()
@@ -88,8 +100,4 @@ class DatabaseWrapper(base.DatabaseWrapper):
         try:
             return super()._close()  # type: ignore[misc]
         finally:
-            if self._queue_fd is not None:
-                # Closing the descriptor also drops a lock still held on it.
-                os.close(self._queue_fd)
-                self._queue_fd = None
-                self._in_queue = False
+            self._close_queue_file()

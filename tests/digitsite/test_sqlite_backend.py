@@ -151,3 +151,15 @@ def test_an_in_memory_database_needs_no_queue(tmp_path: Path, django_db_blocker)
             cursor.execute("CREATE TABLE t (x INTEGER)")
         assert connection._queue_fd is None
     assert not list(tmp_path.iterdir())
+
+
+def test_the_turn_follows_the_database_when_its_name_changes(database: Path, tmp_path: Path):
+    # As when the test database is made on a connection first opened on the real one.
+    other = tmp_path / "other.sqlite3"
+    with connect(database) as connection:
+        with write_transaction(connection) as cursor:
+            cursor.execute("INSERT INTO drawing (writer) VALUES ('one')")
+        connection.settings_dict["NAME"] = str(other)  # (the open SQLite connection stays put)
+        with write_transaction(connection) as cursor:
+            cursor.execute("INSERT INTO drawing (writer) VALUES ('two')")
+    assert Path(f"{other}-writers").exists()
