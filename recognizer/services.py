@@ -180,12 +180,15 @@ def _in_flight_rows(ids: Sequence[str]) -> list[Submission]:
 def _in_flight_sql(vendor: str, count: int) -> tuple[str, tuple]:
     placeholder_ids = [uuid4() for _ in range(count)]
     queryset = (
-        Submission.objects.filter(pk__in=placeholder_ids, status__in=answers.IN_FLIGHT)
+        Submission.objects.filter(pk__in=placeholder_ids)
+        .filter(status__in=answers.IN_FLIGHT)
         .only("pk", "model_input")
         .order_by()
     )
     sql, params = queryset.query.sql_with_params()
-    return sql, tuple(params[count:])  # the ids come first, then the in-flight statuses
+    statuses = tuple(params[count:])
+    assert statuses == answers.IN_FLIGHT  # the ids come first, then the in-flight statuses
+    return sql, statuses
 
 
 def _answer_payload(row: Submission, fields: Sequence[str]) -> str | None:

@@ -53,6 +53,21 @@ def test_predict_one_on_an_answered_submission_does_not_run_the_network():
     assert (submission.prediction, submission.model_version, predictor.calls) == (8, "old", [])
 
 
+def test_a_batch_answers_only_its_rows_still_in_flight_whatever_its_size():
+    # Batches of several sizes in turn: the query is compiled once per size (and reused).
+    for size in (3, 1, 3, 2):
+        queued = SubmissionFactory.create_batch(size, queued_at=timezone.now())
+        answered = SubmissionFactory(status="done", prediction=8, model_version="old")
+        ids = [row.pk for row in queued] + [answered.pk, "00000000-0000-0000-0000-000000000002"]
+        rows = services.predict_many(submission_ids=ids, predictor=FakePredictor(digit=5))
+        assert sorted(str(row.pk) for row in rows) == sorted(str(row.pk) for row in queued)
+        for row in queued:
+            row.refresh_from_db()
+            assert (row.status, row.prediction) == ("done", 5)
+        answered.refresh_from_db()
+        assert (answered.prediction, answered.model_version) == (8, "old")
+
+
 def test_predict_one_on_a_deleted_submission_is_a_no_op():
     missing = "00000000-0000-0000-0000-000000000001"
     assert services.predict_one(submission_id=missing, predictor=FakePredictor()) is None
