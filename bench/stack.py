@@ -94,10 +94,10 @@ def running_stack(
             "CACHE_URL": "",
             "CACHE_REDIS_DB": "1",
             "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{folder}/db.sqlite3"),
-            # Raised far above any load, over a one-second window: DRF's throttle keeps one
-            # timestamp per request in its window, and a per-minute window would make every
-            # request of a bench (all from one address) read and write a list of ~10,000 of them,
-            # a cost no client at a real rate pays.
+            # Raised far above any load, over a one-second window: the throttle logs one
+            # timestamp per request in its window, and all of a bench's requests come from one
+            # address; a per-minute window would keep ~10,000 of them, which no client at a real
+            # rate makes the service keep.
             "THROTTLE_ANON": "100000/s",
             "THROTTLE_USER": "100000/s",
             "STATIC_MANIFEST": "false",
