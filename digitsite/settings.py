@@ -249,6 +249,10 @@ CELERY_RESULT_BACKEND = None  # results live in the database rows, not in the br
 # milliseconds on each of gunicorn's request threads when it first sends a task.
 CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup closes every database connection before and after every task, unless
+# this many tasks may share one. Workers keep theirs as the web does, by CONN_MAX_AGE and
+# closing one an error left unusable (worker/tasks.py), so Celery's count is set out of reach.
+CELERY_DB_REUSE_MAX = 2**31
 # Acknowledgement is set per task in one place: recognizer/queue.py (RELIABLE_DELIVERY).
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_DEFAULT_QUEUE = "interactive"

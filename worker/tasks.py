@@ -11,10 +11,10 @@ import logging
 import time
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import task_prerun, worker_process_init
 from celery_batches import SimpleRequest
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 
 from recognizer import queue, retraining, services
 from recognizer.batches import jobs, scoring
@@ -31,6 +31,16 @@ def load_model_at_start(**_: object) -> None:
         get_predictor()
     except Exception:  # never keep the worker from starting; the first task will retry
         log.exception("could not preload the model")
+
+
+@task_prerun.connect
+def keep_usable_database_connections(**_: object) -> None:
+    # Django's rule between two requests, applied between two tasks: a connection is kept for
+    # CONN_MAX_AGE and closed sooner if an error left it unusable (a database restart, say).
+    # Celery's own rule, to close every connection around every task, is switched off in
+    # settings (CELERY_DB_REUSE_MAX): reconnecting for each batch cost the interactive worker
+    # 0.5 ms of CPU on SQLite, and 1 ms of CPU and 5 ms of wall time on PostgreSQL.
+    close_old_connections()
 
 
 @shared_task(
@@ -58,6 +68,7 @@ def predict_submission(requests: list[SimpleRequest]) -> None:
                 raise
             log.warning("database error on a batch of %d, again in %.1f s", len(ids), delay)
             time.sleep(delay)
+            close_old_connections()  # the next try reconnects if the error broke the connection
 
 
 @shared_task(name=queue.SWEEP_STUCK_SUBMISSIONS, ignore_result=True)
