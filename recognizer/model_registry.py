@@ -119,6 +119,25 @@ def register_shipped_model() -> ModelVersion:
     return version
 
 
+def restore_shipped_weights(*, name: str, weights_path: str, sha256: str) -> bool:
+    """Copy the shipped weights back to a version's missing file, when they are its bytes.
+
+    A database kept while the models folder was lost (a container recreated without its
+    volume, a benchmark's fresh folder beside a reused database) would otherwise leave every
+    worker unable to load even v1, and every drawing unanswered. Only the shipped file can be
+    restored, only to this process's MODELS_DIR, and only when its sha256 is the registered one;
+    True when the file is there afterwards."""
+    target = Path(weights_path)
+    if target.exists():
+        return True
+    shipped = Path(settings.MODEL_WEIGHTS)
+    if target.parent != models_dir() or not shipped.exists() or file_sha256(shipped) != sha256:
+        return False
+    restored, _ = store_weights(source=shipped, name=name)
+    log.warning("%s's weights were missing from %s: restored from %s", name, target, shipped)
+    return restored == target
+
+
 def active_version() -> ModelVersion:
     """The version that answers now; the shipped weights on the very first call."""
     version = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()

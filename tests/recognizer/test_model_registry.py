@@ -192,3 +192,23 @@ def test_the_drawing_page_names_the_active_version(client, settings, tmp_path):
     candidate(tmp_path, seed=2)
     model_registry.promote(name="v2")
     assert "Model v2" in client.get("/").content.decode()
+
+
+def test_a_worker_restores_the_shipped_weights_when_the_models_folder_lost_them(models_folder):
+    version = model_registry.active_version()
+    stored = Path(version.weights_path)
+    stored.unlink()  # the database was kept, the folder was not
+    assert model_holder.get_predictor().version == "v1"
+    assert file_sha256(stored) == version.sha256
+
+
+def test_other_missing_weights_are_not_invented(models_folder, tmp_path):
+    model_registry.active_version()
+    v2 = candidate(tmp_path, seed=2)
+    model_registry.promote(name=v2.name)
+    Path(v2.weights_path).unlink()
+    assert not model_registry.restore_shipped_weights(
+        name=v2.name, weights_path=v2.weights_path, sha256=v2.sha256
+    )
+    with pytest.raises(FileNotFoundError):
+        model_holder.get_predictor()
