@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, QuerySet
 from django.utils import timezone
 
@@ -134,7 +134,9 @@ def save_in_flight(submissions: Sequence[Submission], fields: Sequence[str]) -> 
     if not submissions:
         return 0
     meta = Submission._meta
-    quote = connection.ops.quote_name
+    # The connection itself: django.db.connection finds this thread's again on every use.
+    db = connections[DEFAULT_DB_ALIAS]
+    quote = db.ops.quote_name
     by_name = {field.name: field for field in meta.concrete_fields}
     columns = [by_name[name] for name in fields]
     pk, status = by_name["id"], by_name["status"]
@@ -144,11 +146,11 @@ def save_in_flight(submissions: Sequence[Submission], fields: Sequence[str]) -> 
         + f" WHERE {quote(_column(pk))} = %s AND {quote(_column(status))} IN (%s, %s)"
     )
     rows = [
-        [field.get_db_prep_save(getattr(item, field.attname), connection) for field in columns]
-        + [pk.get_db_prep_value(item.pk, connection), *(state.value for state in IN_FLIGHT)]
+        [field.get_db_prep_save(getattr(item, field.attname), db) for field in columns]
+        + [pk.get_db_prep_value(item.pk, db), *(state.value for state in IN_FLIGHT)]
         for item in submissions
     ]
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.executemany(sql, rows)
         # sqlite3 and psycopg both sum the rows changed over an executemany.
         return cursor.rowcount

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -36,7 +36,7 @@ def create_job(*, owner: User, items: list[Item]) -> BatchJob:
             status=BatchJob.Status.DONE if finished else BatchJob.Status.QUEUED,
             finished_at=now if finished else None,
         )
-        Submission.objects.bulk_create(
+        insert_items(
             [
                 Submission(
                     source=Submission.Source.BATCH,
@@ -55,13 +55,43 @@ def create_job(*, owner: User, items: list[Item]) -> BatchJob:
                     finished_at=now if item.error_code else None,
                 )
                 for index, item in enumerate(items)
-            ],
-            batch_size=500,
+            ]
         )
         starts = chunk_starts(index for index, item in enumerate(items) if not item.error_code)
         job_id = job.pk
         transaction.on_commit(lambda: enqueue_chunks(batch_id=job_id, starts=starts))
     return job
+
+
+def insert_items(items: list[Submission]) -> None:
+    """Insert new rows with one executemany: QuerySet.bulk_create's job without its compilation
+    of every value into SQL (field_as_sql for each of 32 columns of each row), which was 60% of
+    storing a 2,000-item job while the batch workers waited for it to commit. Values go through
+    each field's own pre_save and get_db_prep_save, so every database gets what the ORM would
+    send. No signals, as with bulk_create."""
+    if not items:
+        return
+    meta = Submission._meta
+    fields = meta.local_concrete_fields
+    # The connection itself, not django.db.connection: that proxy finds this thread's
+    # connection again on every use, which cost more than the values (two uses per value).
+    db = connections[DEFAULT_DB_ALIAS]
+    quote = db.ops.quote_name
+    columns = [field.column for field in fields]
+    assert None not in columns  # set for every concrete field once the model is loaded
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(c)) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))})"
+    )
+    rows = [
+        [field.get_db_prep_save(field.pre_save(item, True), db) for field in fields]
+        for item in items
+    ]
+    with db.cursor() as cursor:
+        cursor.executemany(sql, rows)
+    for item in items:
+        item._state.adding = False
+        item._state.db = db.alias
 
 
 def chunk_starts(indexes: Iterable[int]) -> list[int]:

@@ -106,3 +106,36 @@ def test_the_sweeper_closes_a_job_whose_counters_are_complete(owner, chunks):
     assert jobs.requeue_stalled() == {"chunks": 0}
     assert BatchJob.objects.get(pk=job_id).status == "done"
     assert chunks == []
+
+
+def test_items_are_stored_as_the_orm_stores_them(owner):
+    """insert_items writes what Django's bulk_create would: every column, defaults included."""
+    job = BatchJob.objects.create(owner=owner, total=2)
+    now = timezone.now()
+
+    def item(index: int) -> Submission:
+        return Submission(
+            source=Submission.Source.BATCH,
+            owner=owner,
+            batch=job,
+            batch_index=index,
+            name=f"{index}.png",
+            image=digit_png(index),
+            content_type="image/png",
+            strokes={"strokes": [[[0, 0], [1, 1]]]},
+            queued_at=now,
+        )
+
+    ours, orms = item(0), item(1)
+    jobs.insert_items([ours])
+    Submission.objects.bulk_create([orms])
+    assert not ours._state.adding
+    columns = [f.attname for f in Submission._meta.concrete_fields]
+    differ = {"id", "created_at", "batch_index", "name", "image"}
+    stored = {row["batch_index"]: row for row in Submission.objects.values(*columns)}
+    assert {k: v for k, v in stored[0].items() if k not in differ} == {
+        k: v for k, v in stored[1].items() if k not in differ
+    }
+    assert stored[0]["id"] == ours.pk and bytes(stored[0]["image"]) == digit_png(0)
+    assert stored[0]["created_at"] == ours.created_at and ours.created_at >= now
+    assert stored[0]["strokes"] == {"strokes": [[[0, 0], [1, 1]]]}
