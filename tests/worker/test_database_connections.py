@@ -48,3 +48,16 @@ def test_a_connection_an_error_left_unusable_is_replaced_before_the_next_task(
         cursor.execute("SELECT 1")
     assert connection.connection is not None
     assert connection.connection is not opened
+
+
+@pytest.mark.django_db
+def test_a_task_run_inside_a_transaction_leaves_its_connection_alone() -> None:
+    # pytest-django's `db` runs this test in a transaction, as an eager task may be run.
+    connection.ensure_connection()
+    opened = connection.connection
+    task_prerun.send(
+        sender=predict_submission, task_id="t", task=predict_submission, args=(), kwargs={}
+    )
+    assert connection.connection is opened
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
