@@ -142,8 +142,8 @@ def save_in_flight(submissions: Sequence[Submission], fields: Sequence[str]) -> 
     pk, status = by_name["id"], by_name["status"]
     sql = (
         f"UPDATE {quote(meta.db_table)} SET "
-        + ", ".join(f"{quote(_column(field))} = %s" for field in columns)
-        + f" WHERE {quote(_column(pk))} = %s AND {quote(_column(status))} IN (%s, %s)"
+        + ", ".join(f"{quote(column_name(field))} = %s" for field in columns)
+        + f" WHERE {quote(column_name(pk))} = %s AND {quote(column_name(status))} IN (%s, %s)"
     )
     rows = [
         [field.get_db_prep_save(getattr(item, field.attname), db) for field in columns]
@@ -156,7 +156,7 @@ def save_in_flight(submissions: Sequence[Submission], fields: Sequence[str]) -> 
         return cursor.rowcount
 
 
-def _column(field: Field) -> str:
+def column_name(field: Field) -> str:
     assert field.column is not None  # set for every concrete field once the model is loaded
     return field.column
 

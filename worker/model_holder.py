@@ -82,12 +82,12 @@ def get_predictor() -> ServingPredictor:
         if _held is None or _held.model != wanted:
             log.info("loading model %s from %s", wanted.version, wanted.weights)
             try:
-                if not wanted.weights.exists():
-                    from recognizer import model_registry
+                from recognizer import model_registry
 
-                    model_registry.restore_shipped_weights(
-                        name=wanted.version, weights_path=str(wanted.weights), sha256=wanted.sha256
-                    )
+                # A no-op unless the file is missing and the shipped weights are its bytes.
+                model_registry.restore_shipped_weights(
+                    name=wanted.version, weights_path=str(wanted.weights), sha256=wanted.sha256
+                )
                 _held = ServingPredictor(wanted)
             except Exception:
                 if _held is None:

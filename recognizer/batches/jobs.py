@@ -77,11 +77,10 @@ def insert_items(items: list[Submission]) -> None:
     # connection again on every use, which cost more than the values (two uses per value).
     db = connections[DEFAULT_DB_ALIAS]
     quote = db.ops.quote_name
-    columns = [field.column for field in fields]
-    assert None not in columns  # set for every concrete field once the model is loaded
     sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(c)) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
+        f"INSERT INTO {quote(meta.db_table)} "
+        f"({', '.join(quote(answers.column_name(field)) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
     rows = [
         [field.get_db_prep_save(field.pre_save(item, True), db) for field in fields]

@@ -11,13 +11,17 @@ from digitsite.celery import app
 from worker.tasks import predict_submission
 
 
+def send_task_prerun() -> None:
+    task_prerun.send(
+        sender=predict_submission, task_id="t", task=predict_submission, args=(), kwargs={}
+    )
+
+
 def run_task_signals(fixup: DjangoWorkerFixup) -> None:
     """What a worker does around a task, as far as database connections go: Celery's fixup
     (installed in every worker process) and the receivers of task_prerun."""
     fixup.on_task_prerun(sender=predict_submission)
-    task_prerun.send(
-        sender=predict_submission, task_id="t", task=predict_submission, args=(), kwargs={}
-    )
+    send_task_prerun()
     fixup.on_task_postrun(sender=predict_submission)
 
 
@@ -55,9 +59,7 @@ def test_a_task_run_inside_a_transaction_leaves_its_connection_alone() -> None:
     # pytest-django's `db` runs this test in a transaction, as an eager task may be run.
     connection.ensure_connection()
     opened = connection.connection
-    task_prerun.send(
-        sender=predict_submission, task_id="t", task=predict_submission, args=(), kwargs={}
-    )
+    send_task_prerun()
     assert connection.connection is opened
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
